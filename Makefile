@@ -1,0 +1,36 @@
+# Two commands for users: `make run` (execute the notebooks, cpu profile) and `make test` (unit tests + nbval, quick profile).
+# Each target creates the virtual environment first when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROFILE ?= cpu
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: run test unit lab bench clean-runs
+
+$(BIN)/activate: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(BIN)/activate
+
+# Execute every notebook in order, in place, with outputs: what is committed comes from this target.
+run: $(BIN)/activate
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb (CXR_PROFILE=$(PROFILE))"; \
+		CXR_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
+	done
+
+# Unit tests, then every notebook through nbval in the quick profile.
+test: $(BIN)/activate
+	CXR_PROFILE=quick $(BIN)/pytest tests notebooks --nbval-lax --nbval-current-env
+
+unit: $(BIN)/activate
+	$(BIN)/pytest tests
+
+lab: $(BIN)/activate
+	$(BIN)/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf data/runs/quick

@@ -1,0 +1,53 @@
+"""One figure style for the series and ``save(fig, name)`` into the profile's figures folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from . import config
+
+CLASS_COLORS = {"COVID": "#d95f02", "Normal": "#1b9e77", "Viral Pneumonia": "#7570b3"}
+DPI = 150
+
+
+def use_style() -> None:
+    """Seaborn's whitegrid theme with readable sizes; called once in each notebook's setup cell."""
+    sns.set_theme(style="whitegrid", context="notebook", palette=list(CLASS_COLORS.values()))
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight",
+                                "axes.titleweight": "bold", "image.cmap": "gray"})
+
+
+def save(fig: plt.Figure, name: str, profile: config.Profile | None = None) -> Path:
+    """Write ``fig`` as ``<figures_dir>/<name>.png`` at 150 dpi and return the path.
+
+    The cpu profile writes the committed ``figures/``; the quick profile writes under ``data/runs/quick/``.
+    """
+    profile = profile or config.current(set_seed=False)
+    path = profile.figures_dir / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def image_grid(images, titles=None, ncols: int = 6, size: float = 2.0, cmap: str = "gray",
+               suptitle: str | None = None) -> plt.Figure:
+    """Images in a grid with optional titles, axes off: examples, augmentations, Grad-CAM panels."""
+    images = list(images)
+    nrows = max(1, int(np.ceil(len(images) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            scale = {"vmin": 0, "vmax": 255} if np.asarray(images[i]).dtype == np.uint8 else {}
+            ax.imshow(images[i], cmap=cmap, **scale)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig

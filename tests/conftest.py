@@ -1,0 +1,64 @@
+"""Small synthetic datasets in both layouts, made fresh for each test; nothing here reads the shared data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import config
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(tmp_path, monkeypatch):
+    """Caches, splits and runs go to a temporary data/ folder; CXR_* variables never leak into a test."""
+    data_dir = tmp_path / "project-data"
+    monkeypatch.setattr(config, "DATA_DIR", data_dir)
+    monkeypatch.setattr(config, "FIGURES_DIR", tmp_path / "project-figures")
+    for name in ("CXR_DATA_DIR", "CXR_WEIGHTS_DIR", "CXR_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return data_dir
+
+
+def write_png(path, seed: int, size=(40, 40), mode="L"):
+    """A random grey image, different for every seed, saved in ``mode`` (L, RGB, RGBA, P or I;16)."""
+    rng = np.random.default_rng(seed)
+    gray = rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "I;16":
+        Image.fromarray(gray.astype(np.uint16) * 257).save(path)
+    elif mode in ("RGB", "RGBA"):
+        channels = [gray] * 3 + ([np.full_like(gray, 200)] if mode == "RGBA" else [])
+        Image.fromarray(np.dstack(channels), mode).save(path)
+    else:
+        Image.fromarray(gray).convert(mode).save(path)
+    return gray
+
+
+def make_release(root, counts=None, duplicates=0, seed=0):
+    """``root/COVID-19_Radiography_Dataset/<Class>/images/<Class>-<k>.png`` plus masks and Lung_Opacity.
+
+    ``duplicates`` COVID images are byte-identical copies of earlier COVID images (as in the real release).
+    """
+    counts = counts or {"COVID": 12, "Normal": 12, "Viral Pneumonia": 12}
+    base = root / "COVID-19_Radiography_Dataset"
+    for c, (label, n) in enumerate(counts.items()):
+        for k in range(1, n + 1):
+            write_png(base / label / "images" / f"{label}-{k}.png", seed=seed + 1000 * c + k)
+            write_png(base / label / "masks" / f"{label}-{k}.png", seed=seed + 99_000 + k)
+    for k in range(1, 4):
+        write_png(base / "Lung_Opacity" / "images" / f"Lung_Opacity-{k}.png", seed=seed + 50_000 + k)
+    n_covid = counts.get("COVID", 0)
+    for d in range(duplicates):
+        source = base / "COVID" / "images" / f"COVID-{d + 1}.png"
+        (base / "COVID" / "images" / f"COVID-{n_covid + d + 1}.png").write_bytes(source.read_bytes())
+    (base / "README.md.txt").write_text("synthetic copy")
+    return base
+
+
+def make_first_release(root, n=6):
+    """The 2020 layout: ``COVID-19 Radiography Database/<CLASS>/<CLASS> (k).png`` with COVID-19 and NORMAL."""
+    base = root / "COVID-19 Radiography Database"
+    for c, folder in enumerate(("COVID-19", "NORMAL", "Viral Pneumonia")):
+        for k in range(1, n + 1):
+            write_png(base / folder / f"{folder} ({k}).png", seed=7000 + 100 * c + k)
+    return base

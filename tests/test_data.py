@@ -1,0 +1,278 @@
+"""helpers.data on synthetic datasets: discovery, bad input, splits without leakage, tf.data pipelines."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import config, data
+from conftest import make_first_release, make_release, write_png
+
+
+def quiet_index(root, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return data.index_dataset(root, progress=False, **kwargs)
+
+
+# ---- finding the dataset ------------------------------------------------------------------------
+
+def test_find_dataset_accepts_the_folder_or_a_parent(tmp_path):
+    base = make_release(tmp_path / "download")
+    assert data.find_dataset(base) == base
+    assert data.find_dataset(tmp_path / "download") == base
+
+
+def test_find_dataset_reads_cxr_data_dir(tmp_path, monkeypatch):
+    base = make_release(tmp_path / "elsewhere")
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert data.find_dataset() == base
+
+
+def test_find_dataset_finds_data_folder_before_downloading(isolated_data_dir, monkeypatch):
+    base = make_release(isolated_data_dir)
+    monkeypatch.setattr(data, "download_dataset", lambda *a, **k: pytest.fail("must not download"))
+    assert data.find_dataset() == base
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "not-a-dataset"])
+def test_find_dataset_explains_a_wrong_cxr_data_dir(tmp_path, monkeypatch, kind):
+    target = tmp_path / "target"
+    if kind == "file":
+        target.write_text("x")
+    elif kind == "not-a-dataset":
+        write_png(target / "holiday" / "beach.png", seed=1)
+    monkeypatch.setenv("CXR_DATA_DIR", str(target))
+    with pytest.raises(data.DatasetNotFoundError, match="CXR_DATA_DIR") as error:
+        data.find_dataset()
+    assert str(target) in str(error.value)
+
+
+def test_failed_download_gives_one_clear_message(monkeypatch):
+    import kagglehub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", offline)
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.find_dataset()
+    message = str(error.value)
+    assert "Kaggle download failed" in message and "no route to host" in message
+    assert "CXR_DATA_DIR" in message and data.KAGGLE_HANDLE in message
+
+
+def test_download_asks_kagglehub_for_the_pinned_version(isolated_data_dir, monkeypatch, tmp_path):
+    import kagglehub
+
+    calls = {}
+
+    def fake_download(handle, path=None, *, force_download=False, output_dir=None):
+        calls.update(handle=handle, output_dir=output_dir)
+        return str(make_release(tmp_path / "fetched"))
+
+    monkeypatch.setattr(kagglehub, "dataset_download", fake_download)
+    root = data.find_dataset()
+    assert calls["handle"] == f"{data.KAGGLE_HANDLE}/versions/{data.KAGGLE_VERSION}"
+    assert calls["output_dir"].startswith(str(isolated_data_dir))
+    assert root.name == "COVID-19_Radiography_Dataset"
+
+
+# ---- indexing ---------------------------------------------------------------------------------
+
+def test_index_reads_release_layout_and_ignores_masks_and_lung_opacity(tmp_path):
+    base = make_release(tmp_path, counts={"COVID": 5, "Normal": 4, "Viral Pneumonia": 3})
+    index = quiet_index(base)
+    assert index.groupby("label").size().to_dict() == {"COVID": 5, "Normal": 4, "Viral Pneumonia": 3}
+    assert not index["relpath"].str.contains("masks").any()
+    assert list(index["label"].unique()) == list(data.CLASSES)  # class order, then id
+    assert index.groupby("label")["class_id"].first().to_dict() == {"COVID": 0, "Normal": 1, "Viral Pneumonia": 2}
+    assert index[index.label == "COVID"]["image_id"].tolist() == [1, 2, 3, 4, 5]
+    with_opacity = quiet_index(base, include=data.CLASSES + ("Lung_Opacity",), cache=False)
+    assert (with_opacity["label"] == "Lung_Opacity").sum() == 3
+
+
+def test_index_reads_first_release_layout(tmp_path):
+    base = make_first_release(tmp_path, n=4)
+    index = quiet_index(data.find_dataset(tmp_path))
+    assert index.groupby("label").size().to_dict() == {"COVID": 4, "Normal": 4, "Viral Pneumonia": 4}
+    assert sorted(index[index.label == "COVID"]["image_id"]) == [1, 2, 3, 4]
+    assert str(base) in index.attrs["root"]
+
+
+def test_image_id_from_both_naming_schemes():
+    assert data.image_id("COVID-123.png") == 123
+    assert data.image_id("Viral Pneumonia-7.png") == 7
+    assert data.image_id("COVID-19 (45).png") == 45
+    assert data.image_id("scan.png") is None
+
+
+def test_bad_files_are_named_left_out_and_counted(tmp_path):
+    base = make_release(tmp_path, counts={"COVID": 4, "Normal": 4, "Viral Pneumonia": 4})
+    images = base / "Normal" / "images"
+    (images / "Normal-90.png").write_bytes(b"this is not a png")
+    good = (images / "Normal-1.png").read_bytes()
+    (images / "Normal-91.png").write_bytes(good[: len(good) // 2])  # truncated
+    (images / "notes.txt").write_text("metadata")
+    with pytest.warns(UserWarning, match=r"3 file\(s\) left out") as record:
+        index = data.index_dataset(base, progress=False)
+    message = str(record[0].message)
+    for name in ("Normal-90.png", "Normal-91.png", "notes.txt"):
+        assert name in message
+    assert len(index) == 12 and (index.label == "Normal").sum() == 4
+    assert {p.split("/")[-1] for p, _ in index.attrs["skipped"]} == {"Normal-90.png", "Normal-91.png", "notes.txt"}
+
+
+def test_empty_and_missing_class_folders_warn_and_protocols_refuse(tmp_path):
+    base = make_release(tmp_path, counts={"COVID": 3, "Normal": 3})
+    (base / "Viral Pneumonia" / "images").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="hold no images"):
+        index = data.index_dataset(base, progress=False)
+    with pytest.raises(ValueError, match="Viral Pneumonia"):
+        data.select_protocol(index, "thesis")
+    (base / "Viral Pneumonia" / "images").rmdir()
+    (base / "Viral Pneumonia").rmdir()
+    with pytest.warns(UserWarning, match="No folder for class 'Viral Pneumonia'"):
+        data.index_dataset(base, progress=False, cache=False)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16"])
+def test_odd_modes_and_sizes_read_the_same_in_pil_and_tf(tmp_path, mode):
+    base = tmp_path / "COVID-19_Radiography_Dataset"
+    gray = write_png(base / "COVID" / "images" / "COVID-1.png", seed=3, size=(50, 30), mode=mode)
+    write_png(base / "Normal" / "images" / "Normal-1.png", seed=4)
+    index = quiet_index(base)
+    row = index.iloc[0]
+    assert (row.width, row.height) == (50, 30)
+    assert np.array_equal(data.read_gray(row.path), gray)
+    batch, labels = next(iter(data.make_dataset(index.iloc[:1], 32, 1)))
+    pil = data.read_gray(row.path, size=32).astype(float)
+    tf_pixels = batch.numpy()[0]
+    assert tf_pixels.shape == (32, 32, 3) and np.allclose(tf_pixels[..., 0], tf_pixels[..., 2])
+    assert np.abs(tf_pixels[..., 0] - pil).mean() < 20  # same image; the two resizers differ slightly
+    assert labels.numpy().tolist() == [0]
+
+
+def test_index_cache_rereads_only_changed_files(tmp_path, monkeypatch):
+    base = make_release(tmp_path, counts={"COVID": 3, "Normal": 3, "Viral Pneumonia": 3})
+    first = quiet_index(base)
+    changed = base / "Normal" / "images" / "Normal-2.png"
+    write_png(changed, seed=12345, size=(20, 20))
+    seen = []
+    real = data._describe
+    monkeypatch.setattr(data, "_describe", lambda path: seen.append(path.name) or real(path))
+    second = quiet_index(base)
+    assert seen == ["Normal-2.png"]
+    assert second.loc[second.relpath.str.endswith("Normal-2.png"), "width"].item() == 20
+    assert (first["sha256"] != second["sha256"]).sum() == 1
+
+
+# ---- protocols and splits -----------------------------------------------------------------------
+
+@pytest.fixture
+def index_with_duplicates(tmp_path):
+    base = make_release(tmp_path, counts={"COVID": 40, "Normal": 60, "Viral Pneumonia": 50}, duplicates=6)
+    return quiet_index(base)
+
+
+def quick(**changes):
+    return dataclasses.replace(config.PROFILES["cpu"], **changes)
+
+
+@pytest.mark.parametrize("protocol", list(data.PROTOCOLS))
+def test_split_never_puts_one_image_on_two_sides(index_with_duplicates, protocol):
+    split = data.load_split(index_with_duplicates, protocol, quick())
+    sides = split.groupby("sha256")["split"].nunique()
+    assert (sides == 1).all()
+    duplicated = split[split.duplicated("sha256", keep=False)]
+    assert len(duplicated) >= 12  # the six copies and their originals are in the data, and kept together
+    assert set(split["split"]) == {"train", "val", "test"}
+
+
+def test_protocol_counts_follow_the_first_ids(index_with_duplicates):
+    thesis = data.select_protocol(index_with_duplicates, "thesis", max_per_class=30)
+    assert thesis.groupby("label").size().to_dict() == {"COVID": 30, "Normal": 30, "Viral Pneumonia": 30}
+    assert thesis[thesis.label == "Normal"]["image_id"].tolist() == list(range(1, 31))
+    with pytest.warns(UserWarning, match="asks for 219 COVID"):
+        polazaro = data.select_protocol(index_with_duplicates, "polazaro")
+    assert polazaro.groupby("label").size().to_dict() == {"COVID": 46, "Normal": 60, "Viral Pneumonia": 50}
+
+
+def test_stratified_protocols_keep_class_shares(tmp_path):
+    base = make_release(tmp_path, counts={"COVID": 40, "Normal": 200, "Viral Pneumonia": 100})
+    split = data.load_split(quiet_index(base), "all", quick())
+    table = data.split_counts(split)
+    shares = table.loc[list(data.CLASSES), ["train", "val", "test"]].div(table.loc[list(data.CLASSES), "total"], axis=0)
+    assert np.allclose(shares["train"], 0.70, atol=0.03)
+    assert np.allclose(shares["test"], 0.15, atol=0.03)
+    assert table.loc["total", "total"] == 340
+
+
+def test_split_is_deterministic_and_reused(index_with_duplicates, tmp_path):
+    profile = quick()
+    first = data.load_split(index_with_duplicates, "thesis", profile, directory=tmp_path / "a")
+    second = data.load_split(index_with_duplicates, "thesis", profile, directory=tmp_path / "b")
+    (file_a,), (file_b,) = (tmp_path / "a").glob("*.csv"), (tmp_path / "b").glob("*.csv")
+    assert file_a.read_bytes() == file_b.read_bytes()
+    pd.testing.assert_frame_equal(first, second)
+    again = data.load_split(index_with_duplicates, "thesis", profile, directory=tmp_path / "a")
+    pd.testing.assert_frame_equal(first, again)
+    other_seed = data.load_split(index_with_duplicates, "thesis", quick(seed=7), directory=tmp_path / "a")
+    assert not first["split"].equals(other_seed["split"])
+    assert len(list((tmp_path / "a").glob("*.csv"))) == 2
+
+
+def test_thesis_split_shares(tmp_path):
+    base = make_release(tmp_path, counts={"COVID": 100, "Normal": 100, "Viral Pneumonia": 100})
+    table = data.split_counts(data.load_split(quiet_index(base), "thesis", quick()))
+    assert table.loc["total", "test"] == 60 and table.loc["total", "val"] == 24 and table.loc["total", "train"] == 216
+
+
+def test_oversample_marks_only_the_copies():
+    frame = pd.DataFrame({"label": ["COVID", "Normal", "COVID"], "class_id": [0, 1, 0]})
+    out = data.oversample(frame, copies=5)
+    assert len(out) == 3 + 10
+    assert not out.iloc[:3]["augment"].any() and out.iloc[3:]["augment"].all()
+    assert (out.iloc[3:]["label"] == "COVID").all()
+
+
+# ---- pipelines -------------------------------------------------------------------------------
+
+def test_evaluation_pipeline_keeps_order_shapes_and_range(index_with_duplicates):
+    frame = index_with_duplicates.iloc[::7]
+    ds = data.make_dataset(frame, 24, 8)
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    assert images.shape == (len(frame), 24, 24, 3) and images.dtype == np.float32
+    assert labels.dtype == np.int32 and labels.tolist() == frame["class_id"].tolist()
+    assert 0.0 <= images.min() and images.max() <= 255.0 and images.max() > 100
+    again = np.concatenate([x.numpy() for x, _ in ds])
+    assert np.array_equal(images, again)
+
+
+def test_training_pipeline_shuffles_and_preprocess_runs_last(index_with_duplicates):
+    frame = index_with_duplicates
+    ds = data.make_dataset(frame, 16, 200, training=True, preprocess=lambda x: x / 255.0 - 0.5)
+    epoch1 = next(iter(ds))
+    epoch2 = next(iter(ds))
+    assert epoch1[1].numpy().tolist() != frame["class_id"].tolist()
+    assert epoch1[1].numpy().tolist() != epoch2[1].numpy().tolist()
+    assert -0.5 <= epoch1[0].numpy().min() and epoch1[0].numpy().max() <= 0.5
+
+
+def test_augmentation_touches_only_flagged_rows(index_with_duplicates):
+    frame = index_with_duplicates.head(16).assign(augment=[True] * 8 + [False] * 8)
+    plain = {row.path: data.read_gray(row.path) for row in frame.itertuples()}  # 40 x 40, no resizing below
+    kept = [plain[p] for p in frame.loc[~frame["augment"], "path"]]
+    ds = data.make_dataset(frame, 40, 16, training=True, augment=data.augmentation(flip=True))
+    changed = 0
+    for _ in range(3):  # a random flip leaves some flagged images as they were; three epochs make a change certain
+        outputs = [image[..., 0] for images, _ in ds for image in images.numpy()]
+        same = [[np.abs(out - ref).max() < 0.5 for ref in plain.values()] for out in outputs]
+        for ref in kept:
+            assert any(np.abs(out - ref).max() < 0.5 for out in outputs), "an unflagged image was augmented"
+        changed += sum(not any(row) for row in same)
+    assert changed > 0
