@@ -55,10 +55,11 @@ class Profile:
         cap = "all images" if self.max_per_class is None else f"<= {self.max_per_class} images/class"
         return (f"profile={self.name} ({self.description}) | {cap} | {self.image_size}px | "
                 f"epochs={self.epochs} | batch={self.batch_size} | seed={self.seed} | "
-                f"keras {keras.__version__} ({keras.backend.backend()}) | figures -> {_short(self.figures_dir)}")
+                f"keras {keras.__version__} ({keras.backend.backend()}) | figures -> {short_path(self.figures_dir)}")
 
 
-def _short(path: Path) -> str:
+def short_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (for messages and summaries)."""
     try:
         return str(path.relative_to(ROOT))
     except ValueError:

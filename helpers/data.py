@@ -323,9 +323,11 @@ def load_split(index: pd.DataFrame, protocol: str, profile: config.Profile, *, d
         split = images.merge(saved[["relpath", "split"]], on="relpath", how="left", validate="one_to_one")
         if split["split"].isna().any():  # cannot happen when the fingerprint matches, but never guess
             raise RuntimeError(f"{path} does not cover the selected images; delete it to make a new split.")
-        return _in_split_order(split)
-    split = split_images(images, protocol, profile.seed)
-    _atomic_csv(split[SPLIT_COLUMNS], path)
+        split = _in_split_order(split)
+    else:
+        split = split_images(images, protocol, profile.seed)
+        _atomic_csv(split[SPLIT_COLUMNS], path)
+    split.attrs["file"] = path.name  # run records name the split they were trained and tested on
     return split
 
 

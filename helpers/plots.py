@@ -51,3 +51,38 @@ def image_grid(images, titles=None, ncols: int = 6, size: float = 2.0, cmap: str
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def training_curves(history, title: str = "") -> plt.Figure:
+    """Loss and accuracy per epoch, training against validation, side by side (as the thesis drew them)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    epochs = history["epoch"] + 1
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], marker="o", ms=3, label=f"training {metric}")
+        ax.plot(epochs, history[f"val_{metric}"], marker="o", ms=3, label=f"validation {metric}")
+        ax.set_xlabel("epoch"); ax.set_ylabel(metric); ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].set_ylim(0, 1.02)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(matrix, title: str = "", labels=None) -> plt.Figure:
+    """A confusion matrix (rows true, columns predicted) as a seaborn heatmap with counts and row shares."""
+    from .data import CLASSES
+
+    matrix = np.asarray(matrix)
+    labels = labels or list(CLASSES)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    notes = np.array([[f"{n}\n{s:.0%}" for n, s in zip(row_n, row_s)] for row_n, row_s in zip(matrix, shares)])
+    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+    sns.heatmap(shares, annot=notes, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, square=True,
+                xticklabels=labels, yticklabels=labels, ax=ax, annot_kws={"fontsize": 10})
+    ax.set_xlabel("predicted"); ax.set_ylabel("true")
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,60 @@
+"""The original projects' published numbers, shipped as data, for side-by-side comparison with our runs."""
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+# Our run name -> the published row it reproduces (project, model).
+PUBLISHED_ROW = {
+    "polazaro_baseline": ("polazaro", "Baseline"),
+    "polazaro_baseline_aug": ("polazaro", "Baseline + data augmentation"),
+    "polazaro_inception_aug": ("polazaro", "Final architecture + data augmentation"),
+    "red_david": ("thesis", "Red David"),
+    "red_alberto": ("thesis", "Red Alberto"),
+}
+
+
+def published() -> pd.DataFrame:
+    """Both projects' results as they published them (errata corrected and marked in ``note``).
+
+    Transcribed from the thesis report's tables and the smaller project's README; per-class sensitivity and
+    precision of the thesis are computed from its confusion matrices (the thesis reports accuracy only).
+    """
+    with resources.files(__package__).joinpath("thesis_results.csv").open() as handle:
+        return pd.read_csv(handle)
+
+
+def published_row(run_name: str) -> pd.Series:
+    """The published result that the run ``run_name`` reproduces."""
+    project, model = PUBLISHED_ROW[run_name]
+    table = published()
+    return table[(table["project"] == project) & (table["model"] == model)].iloc[0]
+
+
+def compare(record) -> pd.DataFrame:
+    """One run beside the published result it reproduces: accuracy with interval, per-class sensitivity, ..."""
+    test, mine = record.metrics["test"], record.metrics
+    theirs = published_row(record.name)
+    per_class = test["per_class"]
+
+    def fmt(value, digits=4):
+        return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+    rows = {
+        "test accuracy": (f"{fmt(test['accuracy'])} [{fmt(test['accuracy_ci_low'], 3)}, "
+                          f"{fmt(test['accuracy_ci_high'], 3)}]", fmt(theirs["test_accuracy"])),
+        "sensitivity COVID": (fmt(per_class["COVID"]["sensitivity"]), fmt(theirs["sensitivity_covid"])),
+        "sensitivity Normal": (fmt(per_class["Normal"]["sensitivity"]), fmt(theirs["sensitivity_normal"])),
+        "sensitivity Viral Pneumonia": (fmt(per_class["Viral Pneumonia"]["sensitivity"]),
+                                        fmt(theirs["sensitivity_viral_pneumonia"])),
+        "precision COVID": (fmt(per_class["COVID"]["precision"]), fmt(theirs["precision_covid"])),
+        "macro-F1": (fmt(test["macro_f1"]), "–"),
+        "AUC (one-vs-rest, macro)": (fmt(test["auc_ovr_macro"]), "–"),
+        "validation accuracy (last epoch)": (fmt(mine["last_epoch"]["val_accuracy"]), fmt(theirs["val_accuracy"])),
+        "epochs": (str(mine["epochs_run"]), fmt(theirs["epochs"], 0)),
+        "input size": (f"{record.config['image_size']} px", "224 px"),
+        "test images": (str(test["n"]), fmt(theirs["test_n"], 0)),
+    }
+    label = f"{theirs['project']}: {theirs['model']} (published)"
+    return pd.DataFrame(rows, index=[f"ours ({record.config['profile']} profile)", label]).T

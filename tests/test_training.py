@@ -1,0 +1,175 @@
+"""Training core: metrics, resumable training, run records, get_or_train, and the evaluate command."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import config, data, evaluate, training
+from conftest import make_release
+
+
+# ---- metrics -------------------------------------------------------------------------------------
+
+def test_metrics_on_a_known_confusion():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    pred = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
+    proba = np.eye(3)[pred] * 0.8 + 0.2 / 3
+    m = training.classification_metrics(y, proba)
+    assert m["confusion_matrix"] == [[3, 1, 0], [0, 3, 0], [0, 1, 2]]
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["per_class"]["COVID"]["sensitivity"] == pytest.approx(0.75)
+    assert m["per_class"]["Normal"]["precision"] == pytest.approx(0.6)
+    assert m["per_class"]["Viral Pneumonia"]["sensitivity"] == pytest.approx(2 / 3)
+    assert m["accuracy_ci_low"] < 0.8 < m["accuracy_ci_high"]
+    assert 0 <= m["accuracy_ci_low"] and m["accuracy_ci_high"] <= 1
+    json.dumps(m, allow_nan=False)  # standard JSON
+
+
+def test_undefined_metrics_are_none_not_zero():
+    y = np.array([0, 1, 1, 0])
+    proba = np.tile([0.1, 0.8, 0.1], (4, 1))  # always predicts Normal; no Viral Pneumonia in the data
+    m = training.classification_metrics(y, proba)
+    assert m["per_class"]["COVID"]["precision"] is None
+    assert m["per_class"]["Viral Pneumonia"]["auc"] is None
+    assert m["per_class"]["COVID"]["sensitivity"] == 0.0
+
+
+def test_perfect_predictions_have_a_degenerate_interval():
+    y = np.array([0, 1, 2, 1])
+    m = training.classification_metrics(y, np.eye(3)[y])
+    assert (m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]) == (1.0, 1.0, 1.0)
+    assert m["auc_ovr_macro"] == 1.0
+
+
+# ---- training on a tiny synthetic dataset ------------------------------------------------------
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A synthetic release, its index, and a quick profile capped at 12 images per class."""
+    base = make_release(tmp_path / "dataset", counts={"COVID": 12, "Normal": 12, "Viral Pneumonia": 12})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = data.index_dataset(base, progress=False)
+    profile = dataclasses.replace(config.PROFILES["quick"], max_per_class=12, epochs=3, batch_size=8)
+    return base, index, profile
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise Interrupt
+
+
+class EpochsBegun(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.begun = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begun.append(epoch)
+
+
+def _split(index, profile, protocol="polazaro"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = data.load_split(index, protocol, profile)
+    return split, split.attrs["file"]
+
+
+def test_interrupted_run_resumes_at_the_next_epoch_and_leaves_no_record(tiny):
+    _, index, profile = tiny
+    exp = training.experiment("polazaro_baseline", profile)
+    split, split_file = _split(index, profile)
+    with pytest.raises(Interrupt):
+        training.train(exp, profile, split, split_file, callbacks=[StopAfterFirstEpoch()], verbose=0)
+    assert not (profile.runs_dir / exp.name).exists()  # no half-written record
+    assert (profile.runs_dir / f"{exp.name}.partial" / "backup").exists()
+
+    begun = EpochsBegun()
+    record = training.train(exp, profile, split, split_file, callbacks=[begun], verbose=0)
+    assert begun.begun == [1, 2]  # restarts at epoch 2 (index 1), not at 1
+    assert record.history["epoch"].tolist() == [0, 1, 2]
+    assert not (profile.runs_dir / f"{exp.name}.partial").exists()
+    assert record.metrics["epochs_run"] == 3
+
+
+def test_record_round_trips_and_the_model_reloads(tiny):
+    _, index, profile = tiny
+    exp = training.experiment("polazaro_baseline", profile)
+    split, split_file = _split(index, profile)
+    record = training.train(exp, profile, split, split_file, verbose=0)
+    again = training.read_record(record.path)
+    assert again.config == record.config and again.metrics == record.metrics
+    pd.testing.assert_frame_equal(again.history, record.history)
+    pd.testing.assert_frame_equal(again.predictions, record.predictions)
+    test = split[split["split"] == "test"]
+    reloaded = training.predict(again.load_model(), test, exp.image_size)
+    assert np.allclose(training.probabilities(reloaded), training.probabilities(record.test_predictions()),
+                       atol=1e-5)
+    assert set(record.predictions["split"]) == {"val", "test"}
+    assert record.metrics["test"]["n"] == len(test)
+    assert record.config["split_file"] == split_file
+    for key in ("train_seconds", "images_per_second", "peak_memory_mb", "parameters"):
+        assert record.metrics[key] > 0
+
+
+def test_incomplete_record_is_refused_with_the_missing_file_named(tiny, tmp_path):
+    folder = tmp_path / "broken-run"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="model.keras"):
+        training.read_record(folder)
+
+
+def test_get_or_train_reuses_a_matching_record_and_retrains_on_change(tiny, monkeypatch):
+    _, index, profile = tiny
+    first = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("should reuse the record"))
+    reused = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    assert reused.path == first.path and reused.metrics == first.metrics
+
+    calls = []
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
+    changed = dataclasses.replace(profile, epochs=1)
+    retrained = training.get_or_train("polazaro_baseline", changed, index, verbose=0)
+    assert len(calls) == 1 and retrained.config["epochs"] == 1
+    assert retrained.history["epoch"].tolist() == [0]
+
+
+# ---- the evaluate command -----------------------------------------------------------------------
+
+def test_evaluate_command_prints_the_metrics_it_computed(tiny, tmp_path, capsys):
+    _, index, profile = tiny
+    record = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    external = make_release(tmp_path / "external", counts={"COVID": 4, "Normal": 3, "Viral Pneumonia": 2}, seed=500)
+    status = evaluate.main(["--run", str(record.path), "--data", str(external)])
+    out = capsys.readouterr().out
+    assert status == 0
+    metrics = evaluate.evaluate_folder(str(record.path), str(external))
+    assert metrics["n"] == 9
+    assert f"accuracy: {metrics['accuracy']:.4f}" in out
+    assert "images: 9" in out and "pred Viral Pneumonia" in out
+
+
+def test_evaluate_command_refuses_a_folder_without_images(tiny, tmp_path, capsys):
+    _, index, profile = tiny
+    record = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    empty = tmp_path / "empty"
+    for label in data.CLASSES:
+        (empty / label).mkdir(parents=True)
+    status = evaluate.main(["--run", str(record.path), "--data", str(empty)])
+    err = capsys.readouterr().err
+    assert status == 2 and "No readable image" in err and str(empty) in err
+    status = evaluate.main(["--run", str(tmp_path / "no-such-run"), "--data", str(empty)])
+    assert status == 2 and "not a complete run record" in capsys.readouterr().err
