@@ -380,13 +380,15 @@ def _decode(path, size: int):
 
 
 def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, training: bool = False,
-                 preprocess=None, augment=None, seed: int = config.SEED, cache: bool = True):
+                 preprocess=None, augment=None, seed: int = config.SEED, cache: bool = True,
+                 shuffle: bool | None = None):
     """A ``tf.data.Dataset`` of ``(images, class_ids)`` batches for the rows of ``frame``.
 
     Images are decoded once to 8-bit grayscale at ``image_size`` and cached in memory, then repeated to
     3 channels as float32 in [0, 255]. Training data is shuffled every epoch and, when ``augment`` (a Keras
     layer, e.g. ``augmentation()``) is given, augmented: every row, or only rows whose ``augment`` column is
-    True. ``preprocess`` (a backbone's input convention) runs last. Evaluation data keeps the frame's order.
+    True. ``preprocess`` (a backbone's input convention) runs last. Evaluation data keeps the frame's order;
+    ``shuffle=False`` keeps it for training data too (augmented feature views, which must stay aligned).
     """
     import tensorflow as tf
 
@@ -400,7 +402,7 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, train
     ds = ds.map(lambda p, y, a: (_decode(p, image_size), y, a), num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
-    if training:
+    if training if shuffle is None else shuffle:
         ds = ds.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
 
     def to_float(image, label, flag):
@@ -437,3 +439,18 @@ def augmentation(flip: bool = True, rotation: float = 0.0, zoom: tuple | float |
     if brightness:
         layers.append(keras.layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed))
     return keras.Sequential(layers, name="augmentation")
+
+
+PROJECT_AUGMENTATIONS = {
+    "thesis": {"flip": True, "zoom": (0.0, 0.2), "brightness": 0.2},  # flip, zoom out to 20 %, brightness
+    "polazaro": {"flip": True, "rotation": 15 / 360},                # left-right flip, rotation within +-15 deg
+}
+
+
+def project_augmentation(kind: str | None, seed: int = config.SEED):
+    """The augmentation a project used (``"thesis"`` or ``"polazaro"``) as Keras layers; None gives None."""
+    if kind is None:
+        return None
+    if kind not in PROJECT_AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation {kind!r}; use one of {list(PROJECT_AUGMENTATIONS)} or None.")
+    return augmentation(seed=seed, **PROJECT_AUGMENTATIONS[kind])

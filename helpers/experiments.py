@@ -25,6 +25,12 @@ class Experiment:
     augment: str | None = None      # "thesis" (flip, zoom, brightness) or "polazaro" (flip, rotation)
     oversample_covid: int = 0       # extra, augmented copies of every COVID training image
     early_stopping: int | None = None  # patience on validation loss; best weights restored
+    scheme: str = "scratch"         # scratch | v0 (untrained head) | ec (frozen base) | ft (one stage) | ft2
+    head: str | None = None         # thesis head on pooled features: v1, v2, v2reg (backbone runs only)
+    views: int = 0                  # ec / ft2 stage 1: augmented views per training image in the feature cache
+    head_epochs: int = 0            # ft2: epochs of stage 1 (head only, on cached features)
+    head_learning_rate: float = 1e-3  # ft2: learning rate of stage 1
+    cosine: bool = False            # cosine decay of the learning rate to zero over the (last) stage
     source: str = ""                # which project the run reproduces, and where we deviate
 
 
@@ -59,15 +65,68 @@ CPU = {
 }
 
 QUICK_IMAGE_SIZE = 64  # a multiple of 32 (Red David pools five times)
+QUICK_BACKBONE_SIZE = 96  # InceptionV3 needs at least 75 px, Xception 71
+
+# --- transfer learning (notebooks 03 and 04) -------------------------------------------------------------
+# The thesis's SGD, shown for DN-V0/V1 and probably reused for the rest: lr 0.01, momentum 0.9, Nesterov.
+THESIS_SGD = {"optimizer": "sgd", "learning_rate": 0.01}
+BACKBONES_BY_PROFILE = {
+    "quick": ("squeezenet", "densenet121", "resnet50", "vgg16", "inceptionv3", "xception"),
+    "cpu": ("squeezenet",),
+    "full": ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet"),
+}
+# The V0-V3 progression runs on the backbone that has ImageNet weights in the profile.
+PROGRESSION_BACKBONE = {"quick": "squeezenet", "cpu": "squeezenet", "full": "densenet121"}
+
+
+def _transfer(backbone: str) -> dict:
+    """All transfer runs of one backbone, with the thesis's settings (20 epochs, 224 px)."""
+    common = {"model": backbone, "protocol": "thesis", "image_size": 224, "epochs": 20}
+    return {
+        f"{backbone}_v0": Experiment(f"{backbone}_v0", scheme="v0", head="v1", epochs=0, **{
+            k: v for k, v in common.items() if k != "epochs"}, **THESIS_SGD,
+            source="thesis DN-V0: frozen base, softmax head never trained"),
+        f"{backbone}_v1": Experiment(f"{backbone}_v1", scheme="ec", head="v1", **common, **THESIS_SGD,
+                                     source="thesis DN-V1: frozen base, softmax head trained on fixed features"),
+        f"{backbone}_v2": Experiment(f"{backbone}_v2", scheme="ec", head="v2", augment="thesis", views=5, **common,
+                                     **THESIS_SGD, source="thesis DN-V2: deeper head, augmentation (5 cached "
+                                     "augmented views per image instead of on-the-fly augmentation)"),
+        f"{backbone}_ec": Experiment(f"{backbone}_ec", scheme="ec", head="v2reg", augment="thesis", views=5,
+                                     **common, **THESIS_SGD,
+                                     source="thesis DN-V2-reg / -EC: frozen base, 500-Dropout-200 head, augmentation"),
+        f"{backbone}_ft": Experiment(f"{backbone}_ft", scheme="ft", head="v2reg", augment="thesis", **common,
+                                     **THESIS_SGD, source="thesis DN-V3 / -FT: everything trainable from the "
+                                     "start, one stage, the thesis's SGD"),
+        f"{backbone}_ft2": Experiment(f"{backbone}_ft2", scheme="ft2", head="v2reg", augment="thesis", views=5,
+                                      head_epochs=10, learning_rate=1e-4, cosine=True, **common,
+                                      source="standard two-stage recipe: train the head on frozen features, then "
+                                      "unfreeze everything with Adam at 1e-4 and cosine decay"),
+    }
+
+
+TRANSFER = {name: exp for backbone in BACKBONES_BY_PROFILE["full"] for name, exp in _transfer(backbone).items()}
+TRANSFER_CPU = {"ft": {"epochs": 8}, "ft2": {"epochs": 8}}  # fine-tuning at 224 px is the costly part
+
+
+def transfer_runs(profile: config.Profile, scheme: str | None = None) -> list[str]:
+    """Names of the transfer runs the profile makes (all schemes, or one: v0, v1, v2, ec, ft, ft2)."""
+    progression = PROGRESSION_BACKBONE[profile.name]
+    names = [f"{progression}_{s}" for s in ("v0", "v1", "v2")]
+    for backbone in BACKBONES_BY_PROFILE[profile.name]:
+        names += [f"{backbone}_{s}" for s in ("ec", "ft", "ft2")]
+    return [n for n in names if scheme is None or n.rsplit("_", 1)[1] == scheme]
 
 
 def experiment(name: str, profile: config.Profile) -> Experiment:
     """The run called ``name`` with the settings of ``profile`` (full: as published; cpu: reduced; quick: tiny)."""
-    if name not in FULL:
-        raise ValueError(f"Unknown run {name!r}; known: {', '.join(FULL)}.")
+    published = {**FULL, **TRANSFER}
+    if name not in published:
+        raise ValueError(f"Unknown run {name!r}; known: {', '.join(published)}.")
+    exp = published[name]
     if profile.name == "full":
-        return FULL[name]
+        return exp
     if profile.name == "quick":
-        return replace(FULL[name], image_size=QUICK_IMAGE_SIZE, epochs=profile.epochs,
-                       batch_size=profile.batch_size, early_stopping=None)
-    return replace(FULL[name], **CPU[name])
+        size = QUICK_BACKBONE_SIZE if exp.scheme != "scratch" else QUICK_IMAGE_SIZE
+        return replace(exp, image_size=size, epochs=min(exp.epochs, profile.epochs), batch_size=profile.batch_size,
+                       early_stopping=None, views=min(exp.views, 1), head_epochs=min(exp.head_epochs, 1))
+    return replace(exp, **(CPU.get(name) or TRANSFER_CPU.get(exp.scheme, {})))

@@ -1,4 +1,4 @@
-"""Every architecture of the series, built by name at any input size.
+"""The from-scratch architectures of both projects, built by name at any input size.
 
 Models take images in [0, 255] (what ``data.make_dataset`` yields without ``preprocess``) and carry their own
 input scaling as a layer, so a saved ``model.keras`` needs nothing else to be evaluated on new images.

@@ -74,7 +74,7 @@ def confusion_matrix(matrix, title: str = "", labels=None) -> plt.Figure:
     from .data import CLASSES
 
     matrix = np.asarray(matrix)
-    labels = labels or list(CLASSES)
+    labels = labels or [name.replace(" ", "\n") for name in CLASSES]  # "Viral\nPneumonia" fits under its column
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     notes = np.array([[f"{n}\n{s:.0%}" for n, s in zip(row_n, row_s)] for row_n, row_s in zip(matrix, shares)])
     fig, ax = plt.subplots(figsize=(4.6, 3.9))

@@ -23,7 +23,8 @@ from scipy import stats
 from sklearn.metrics import (confusion_matrix, f1_score, log_loss, precision_recall_fscore_support,
                              roc_auc_score)
 
-from . import config, data, models
+from . import backbones, config, data, models
+from . import features as features_cache
 from .experiments import Experiment, experiment
 
 RECORD_FILES = ("config.json", "history.csv", "metrics.json", "predictions.csv", "model.keras")
@@ -181,17 +182,6 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def augmentation_for(kind: str | None, seed: int = config.SEED):
-    """The augmentation each project used, as Keras preprocessing layers (None: no augmentation)."""
-    if kind is None:
-        return None
-    if kind == "thesis":  # horizontal flip, zoom out to 20 %, brightness +-20 % of the range
-        return data.augmentation(flip=True, zoom=(0.0, 0.2), brightness=0.2, seed=seed)
-    if kind == "polazaro":  # left-right flip and rotation within +-15 degrees
-        return data.augmentation(flip=True, rotation=15 / 360, seed=seed)
-    raise ValueError(f"Unknown augmentation {kind!r}; use 'thesis', 'polazaro' or None.")
-
-
 def run_config(exp: Experiment, profile: config.Profile, split_file: str) -> dict:
     """What identifies a run: the experiment, the profile's data cap and seed, and the split file used."""
     return {**asdict(exp), "profile": profile.name, "max_per_class": profile.max_per_class,
@@ -217,44 +207,136 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, split_f
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(cfg, indent=2))
 
-    train_rows = split[split["split"] == "train"]
-    if exp.oversample_covid:
-        train_rows = data.oversample(train_rows, "COVID", exp.oversample_covid)
-    train_ds = data.make_dataset(train_rows, exp.image_size, exp.batch_size, training=True,
-                                 augment=augmentation_for(exp.augment, profile.seed), seed=profile.seed)
-    val_rows = split[split["split"] == "val"]
-    val_ds = data.make_dataset(val_rows, exp.image_size, exp.batch_size)
+    fit = {"scratch": _fit_scratch, "v0": _fit_frozen, "ec": _fit_frozen, "ft": _fit_fine_tune,
+           "ft2": _fit_fine_tune}[exp.scheme]
+    model, history, train_images, pretrained = fit(exp, profile, split, work, list(callbacks), verbose)
 
-    model = models.build(exp.model, exp.image_size)
-    optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[exp.optimizer]
-    model.compile(optimizer=optimizer(learning_rate=exp.learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    steps = [_EpochTimer(), keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-             keras.callbacks.BackupAndRestore(str(work / "backup"))]
-    if exp.early_stopping:
-        steps.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=exp.early_stopping,
-                                                   restore_best_weights=True))
-    model.fit(train_ds, validation_data=val_ds, epochs=exp.epochs, callbacks=[*steps, *callbacks],
-              shuffle=False, verbose=verbose)  # the tf.data pipeline shuffles the training set itself
-
-    history = pd.read_csv(work / "history.csv").drop_duplicates("epoch", keep="last").reset_index(drop=True)
     evaluated = split[split["split"].isin(["val", "test"])]
     predictions = predict(model, evaluated, exp.image_size, exp.batch_size)
-    seconds = float(history["epoch_seconds"].sum())
+    seconds = float(history["epoch_seconds"].sum()) if len(history) else 0.0
+    last = history.iloc[-1] if len(history) else {}
+    image_stage = history[history["stage"] == "fine-tune"] if "stage" in history else history
+    image_seconds = float(image_stage["epoch_seconds"].sum()) if len(image_stage) else 0.0
     metrics = {
         "test": classification_metrics(*_true_and_proba(predictions, "test"), seed=profile.seed),
         "val": classification_metrics(*_true_and_proba(predictions, "val"), seed=profile.seed),
-        "last_epoch": {k: float(history.iloc[-1][k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+        "last_epoch": {k: float(last[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last},
         "epochs_run": int(len(history)),
-        "train_images": int(len(train_rows)),
+        "train_images": int(train_images),
         "train_seconds": seconds,
-        "images_per_second": len(train_rows) * len(history) / seconds if seconds else None,
+        "images_per_second": train_images * len(image_stage) / image_seconds if image_seconds else None,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "parameters": int(model.count_params()),
+        "pretrained": pretrained,
     }
     record = write_record(final, cfg, history, metrics, predictions, model)
     shutil.rmtree(work, ignore_errors=True)
     return record
+
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+
+
+def _compile(model: keras.Model, optimizer: str, learning_rate: float, decay_steps: int | None = None) -> None:
+    """Sparse categorical cross-entropy with Adam or the thesis's SGD (momentum 0.9, Nesterov);
+    with ``decay_steps``, the learning rate follows a cosine decay to zero over that many steps."""
+    rate = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps else learning_rate)
+    if optimizer == "adam":
+        opt = keras.optimizers.Adam(rate)
+    elif optimizer == "sgd":
+        opt = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True)
+    else:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam' or 'sgd'.")
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y=None, validation=None,
+         stage: str = "") -> pd.DataFrame:
+    """``model.fit`` with the timer, CSV history and backup/restore callbacks of one stage; returns its history."""
+    history_file, backup = work / f"history{stage}.csv", work / f"backup{stage}"
+    steps = [_EpochTimer(), keras.callbacks.CSVLogger(str(history_file), append=True),
+             keras.callbacks.BackupAndRestore(str(backup))]
+    if exp.early_stopping:
+        steps.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=exp.early_stopping,
+                                                   restore_best_weights=True))
+    model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[*steps, *callbacks],
+              batch_size=exp.batch_size if y is not None else None,
+              shuffle=y is not None, verbose=verbose)  # a tf.data pipeline shuffles itself
+    return pd.read_csv(history_file).drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def _image_datasets(exp: Experiment, profile: config.Profile, split: pd.DataFrame):
+    train_rows = split[split["split"] == "train"]
+    if exp.oversample_covid:
+        train_rows = data.oversample(train_rows, "COVID", exp.oversample_covid)
+    train_ds = data.make_dataset(train_rows, exp.image_size, exp.batch_size, training=True,
+                                 augment=data.project_augmentation(exp.augment, profile.seed), seed=profile.seed)
+    val_ds = data.make_dataset(split[split["split"] == "val"], exp.image_size, exp.batch_size)
+    return train_ds, val_ds, len(train_rows)
+
+
+def _fit_scratch(exp, profile, split, work, callbacks, verbose):
+    """A from-scratch net on images, augmented on the fly where the experiment says so."""
+    train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
+    model = models.build(exp.model, exp.image_size)
+    _compile(model, exp.optimizer, exp.learning_rate)
+    history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
+    return model, history, n_train, None
+
+
+def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimizer, learning_rate, stage=""):
+    """Build the extractor and head, and train the head on cached features (views 0..``exp.views``)."""
+    extractor, pretrained = backbones.feature_extractor(exp.model, exp.image_size,
+                                                        allow_random=profile.name == "quick")
+    top = backbones.head(extractor.output_shape[-1], exp.head, seed=profile.seed)
+    train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
+
+    def features(rows, view):
+        return features_cache.cached_features(extractor, exp.model, exp.image_size, pretrained, rows, view=view,
+                                              augment=exp.augment, seed=profile.seed)
+
+    x = np.concatenate([features(train_rows, v) for v in range(exp.views + 1)])
+    y = np.tile(train_rows["class_id"].to_numpy(), exp.views + 1)
+    _compile(top, optimizer, learning_rate)
+    history = pd.DataFrame(columns=HISTORY_COLUMNS)
+    done = work / f"head{stage}.weights.h5"
+    if done.exists():  # stage finished in an interrupted earlier attempt
+        top.load_weights(done)
+        history = pd.read_csv(work / f"history{stage}.csv").drop_duplicates("epoch", keep="last")
+    elif epochs:
+        validation = (features(val_rows, 0), val_rows["class_id"].to_numpy())
+        history = _fit(top, x, epochs, work, exp, callbacks, verbose, y=y, validation=validation, stage=stage)
+        top.save_weights(done)
+    return extractor, top, history, len(x), pretrained
+
+
+def _fit_frozen(exp, profile, split, work, callbacks, verbose):
+    """v0 (head never trained) and ec (head trained on the frozen base's cached features)."""
+    epochs = 0 if exp.scheme == "v0" else exp.epochs
+    extractor, top, history, n_train, pretrained = _train_head(
+        exp, profile, split, work, callbacks, verbose, epochs=epochs, optimizer=exp.optimizer,
+        learning_rate=exp.learning_rate)
+    extractor.trainable = False
+    return backbones.classifier(extractor, top), history, n_train, pretrained
+
+
+def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
+    """ft: everything trainable from a random head; ft2: head first on cached features, then everything."""
+    head_epochs = exp.head_epochs if exp.scheme == "ft2" else 0
+    extractor, top, head_history, _, pretrained = _train_head(
+        exp, profile, split, work, callbacks if head_epochs else [], verbose, epochs=head_epochs,
+        optimizer="adam", learning_rate=exp.head_learning_rate, stage="_head")
+    model = backbones.classifier(extractor, top)
+    backbones.unfreeze_for_fine_tuning(extractor)  # everything but batch norm, which keeps ImageNet statistics
+    train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
+    decay = exp.epochs * len(train_ds) if exp.cosine else None
+    _compile(model, exp.optimizer, exp.learning_rate, decay)
+    history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
+    if len(head_history):
+        history = pd.concat([head_history.assign(stage="head"),
+                             history.assign(stage="fine-tune", epoch=history["epoch"] + len(head_history))],
+                            ignore_index=True)
+    return model, history, n_train, pretrained
 
 
 def _true_and_proba(predictions: pd.DataFrame, split: str):
@@ -287,7 +369,9 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
             record = read_record(final)
         except FileNotFoundError:
             record = None
-        if record is not None and _same_run(record.config, cfg):
+        weights_now = exp.scheme != "scratch" and backbones.local_weights(backbones.BACKBONES[exp.model][2])
+        if record is not None and _same_run(record.config, cfg) and not (
+                record.metrics.get("pretrained") is False and weights_now):  # weights have appeared since
             print(f"Reusing the run record {config.short_path(final)} ({record.metrics['epochs_run']} epochs, "
                   f"{record.metrics['train_seconds']:.0f} s of training); delete it to train again.")
             return record

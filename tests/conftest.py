@@ -1,11 +1,16 @@
 """Small synthetic datasets in both layouts, made fresh for each test; nothing here reads the shared data."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from helpers import config
+
+# Read before any test clears the CXR_* variables: the SqueezeNet weight file, where this machine has it.
+SHARED_WEIGHTS_DIR = os.environ.get("CXR_WEIGHTS_DIR")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,242 @@
+"""ImageNet backbones: SqueezeNet v1.1 (defined here, weights loaded by layer) and keras.applications models,
+their input conventions, where their weights come from, and the EC / FT classifiers built on them.
+
+Offline, only SqueezeNet has ImageNet weights (``CXR_WEIGHTS_DIR``); a backbone without weights is an error
+that names the missing file, or, where the caller allows it (the quick profile), a base reported as random.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from . import config
+
+@keras.saving.register_keras_serializable(package="cxr")
+class BackbonePreprocess(layers.Layer):
+    """A backbone's ImageNet input convention as a layer, so a saved model takes plain [0, 255] RGB.
+
+    ``caffe``: RGB -> BGR and per-channel mean subtraction (VGG16, ResNet50, SqueezeNet);
+    ``tf``: scale to [-1, 1] (InceptionV3, Xception); ``torch``: scale to [0, 1], then ImageNet mean/std
+    (DenseNet121). The same arithmetic as each ``keras.applications.*.preprocess_input``.
+    """
+
+    MEAN_RGB = (123.68, 116.779, 103.939)  # caffe, on 0-255 values
+    TORCH_MEAN_RGB = (0.485, 0.456, 0.406)  # torch, on 0-1 values
+    TORCH_STD_RGB = (0.229, 0.224, 0.225)
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf", "torch"):
+            raise ValueError(f"mode must be 'caffe', 'tf' or 'torch', got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        from keras import ops
+
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(self.TORCH_MEAN_RGB, dtype=images.dtype)
+            return (images / 255.0 - mean) / ops.convert_to_tensor(self.TORCH_STD_RGB, dtype=images.dtype)
+        bgr = ops.flip(images, axis=-1)
+        return bgr - ops.convert_to_tensor(self.MEAN_RGB[::-1], dtype=images.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+SQUEEZENET_FILE = "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
+SQUEEZENET_URL = ("https://github.com/rcmalli/keras-squeezenet/releases/download/v1.0/" + SQUEEZENET_FILE)
+SQUEEZENET_MD5 = "80b66c92d79d4310e07fb60a297bf0d1"
+FIRE_WIDTHS = {2: (16, 64), 3: (16, 64), 4: (32, 128), 5: (32, 128), 6: (48, 192), 7: (48, 192),
+               8: (64, 256), 9: (64, 256)}
+
+
+def _fire(x, module: int):
+    squeeze, expand = FIRE_WIDTHS[module]
+    s = layers.Conv2D(squeeze, 1, activation="relu", name=f"fire{module}_squeeze1x1")(x)
+    e1 = layers.Conv2D(expand, 1, activation="relu", name=f"fire{module}_expand1x1")(s)
+    e3 = layers.Conv2D(expand, 3, padding="same", activation="relu", name=f"fire{module}_expand3x3")(s)
+    return layers.Concatenate(name=f"fire{module}_concat")([e1, e3])
+
+
+def squeezenet_base(image_size: int = 224) -> keras.Model:
+    """SqueezeNet v1.1 without its classifier (Iandola et al. 2016), randomly initialised.
+
+    conv1 3x3/2 (64) -> max-pool 3x3/2 -> fire2, fire3 -> pool -> fire4, fire5 -> pool -> fire6..fire9;
+    a fire module squeezes with 1x1 convs, then expands with parallel 1x1 and 3x3 convs that are concatenated.
+    Output: the fire9 feature map (13 x 13 x 512 at 224 px). Takes Caffe-preprocessed input (BGR, mean-free).
+    Layer names are the weight file's with "/" replaced by "_" (``load_squeezenet_weights``).
+    """
+    inputs = keras.Input((image_size, image_size, 3))
+    x = layers.Conv2D(64, 3, strides=2, activation="relu", name="conv1")(inputs)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    x = _fire(_fire(x, 2), 3)
+    x = layers.MaxPooling2D(3, strides=2, name="pool3")(x)
+    x = _fire(_fire(x, 4), 5)
+    x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
+    for module in (6, 7, 8, 9):
+        x = _fire(x, module)
+    return keras.Model(inputs, x, name="squeezenet")
+
+
+def load_squeezenet_weights(model: keras.Model, path) -> int:
+    """Copy the Keras-2 HDF5 file's kernels and biases into ``model`` layer by layer; returns layers loaded.
+
+    Every convolution of the model must find its weights in the file, with the same shapes: a mismatch is an
+    error naming the layer, never a silent partial load.
+    """
+    import h5py
+
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    with h5py.File(path, "r") as handle:
+        for layer in convs:
+            group_name = layer.name.replace("_squeeze", "/squeeze").replace("_expand", "/expand")
+            if group_name not in handle:
+                raise ValueError(f"{path}: no weights for layer {layer.name!r} (group {group_name!r}).")
+            arrays = []
+            handle[group_name].visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset)
+                                          else None)
+            kernel = next(a for a in arrays if a.ndim == 4)
+            bias = next(a for a in arrays if a.ndim == 1)
+            expected = [tuple(w.shape) for w in layer.get_weights()]
+            if [kernel.shape, bias.shape] != expected:
+                raise ValueError(f"{path}: layer {layer.name!r} expects {expected}, file has "
+                                 f"{[kernel.shape, bias.shape]}.")
+            layer.set_weights([kernel, bias])
+    return len(convs)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """ImageNet weights for a backbone could not be found locally nor downloaded."""
+
+
+# name -> (keras.applications constructor or None, input convention, Keras weight file, last conv layer, min size)
+BACKBONES = {
+    "squeezenet": (None, "caffe", SQUEEZENET_FILE, "fire9_concat", 32),
+    "densenet121": ("DenseNet121", "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", "relu", 32),
+    "resnet50": ("ResNet50", "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "conv5_block3_out", 32),
+    "vgg16": ("VGG16", "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "block5_conv3", 32),
+    "inceptionv3": ("InceptionV3", "tf", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "mixed10", 75),
+    "xception": ("Xception", "tf", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "block14_sepconv2_act", 71),
+}
+
+
+def local_weights(filename: str):
+    """A weight file in ``CXR_WEIGHTS_DIR`` or ``data/weights/`` under its Keras name, else None."""
+    folders = [os.environ.get("CXR_WEIGHTS_DIR"), config.DATA_DIR / "weights"]
+    for folder in folders:
+        if folder and (Path(folder) / filename).is_file():
+            return Path(folder) / filename
+    return None
+
+
+def _missing_weights_message(name: str, filename: str, error: Exception) -> str:
+    return (f"ImageNet weights for {name} are not available: {filename} is neither in CXR_WEIGHTS_DIR "
+            f"nor in {config.DATA_DIR / 'weights'}, and the download failed ({type(error).__name__}: {error}). "
+            f"Put the file in one of those folders (Keras's own name for it), or run where downloads work.")
+
+
+def backbone(name: str, image_size: int, *, allow_random: bool = False) -> tuple[keras.Model, bool]:
+    """The convolutional base ``name`` (no top) for ``image_size`` inputs, and whether it is ImageNet-trained.
+
+    Weights come from a local file first (``CXR_WEIGHTS_DIR``, then ``data/weights/``), else from Keras's
+    download (``weights="imagenet"``; for SqueezeNet, the keras-squeezenet release, checked by MD5). When both
+    fail the error names the missing file, unless ``allow_random`` (the quick profile): then the base keeps
+    its random initialisation and the second value is False, so every output can say "random init".
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; known: {', '.join(BACKBONES)}.")
+    app, _mode, filename, _last, min_size = BACKBONES[name]
+    if image_size < min_size:
+        raise ValueError(f"{name} needs inputs of at least {min_size} px, got {image_size}.")
+    local = local_weights(filename)
+    if name == "squeezenet":
+        base = squeezenet_base(image_size)
+        try:
+            path = local or _download_squeezenet()
+        except Exception as error:
+            if not allow_random:
+                raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
+            return base, False
+        load_squeezenet_weights(base, path)
+        return base, True
+    constructor = getattr(keras.applications, app)
+    shape = (image_size, image_size, 3)
+    try:
+        return constructor(include_top=False, weights=str(local) if local else "imagenet", input_shape=shape), True
+    except Exception as error:
+        if not allow_random:
+            raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
+        return constructor(include_top=False, weights=None, input_shape=shape), False
+
+
+def _download_squeezenet():
+    return keras.utils.get_file(SQUEEZENET_FILE, SQUEEZENET_URL, file_hash=SQUEEZENET_MD5, hash_algorithm="md5",
+                                cache_dir=str(config.DATA_DIR), cache_subdir="weights")
+
+
+# --------------------------------------------------------------------------------------------------
+# Heads and the EC / FT classifiers
+# --------------------------------------------------------------------------------------------------
+
+HEADS = {
+    "v1": (),                        # the thesis's DN-V1: one softmax layer on the pooled features
+    "v2": (500, 200),                # DN-V2: Dense 500 -> Dense 200 -> Dense 3
+    "v2reg": (500, "dropout", 200),  # DN-V2-reg: Dropout(0.5) after Dense 500
+}
+
+
+def head(features: int, kind: str = "v2reg", num_classes: int = 3, seed: int = config.SEED) -> keras.Model:
+    """A thesis head on a pooled feature vector of length ``features`` (see ``HEADS``)."""
+    if kind not in HEADS:
+        raise ValueError(f"Unknown head {kind!r}; known: {', '.join(HEADS)}.")
+    inputs = keras.Input((features,), name="features")
+    x = inputs
+    for item in HEADS[kind]:
+        x = layers.Dropout(0.5, seed=seed)(x) if item == "dropout" else layers.Dense(item, activation="relu")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=f"head_{kind}")
+
+
+def feature_extractor(name: str, image_size: int, *, allow_random: bool = False) -> tuple[keras.Model, bool]:
+    """[0, 255] images -> the backbone's preprocessing -> base (inference mode) -> global average pooling.
+
+    The base is called with ``training=False`` (the Keras transfer-learning recipe); for fine-tuning, use
+    ``unfreeze_for_fine_tuning``, which also freezes batch norm. Returns the model and whether it is pretrained.
+    """
+    base, pretrained = backbone(name, image_size, allow_random=allow_random)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = BackbonePreprocess(BACKBONES[name][1], name="preprocess")(inputs)
+    x = base(x, training=False)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name=f"{name}_features"), pretrained
+
+
+def classifier(extractor: keras.Model, top: keras.Model) -> keras.Model:
+    """Feature extractor and head chained into one model that takes [0, 255] images (what is saved)."""
+    inputs = keras.Input(extractor.input_shape[1:], name="image")
+    return keras.Model(inputs, top(extractor(inputs)), name=f"{extractor.name.removesuffix('_features')}_{top.name}")
+
+
+def unfreeze_for_fine_tuning(extractor: keras.Model) -> None:
+    """Make the whole base trainable except its batch-norm layers, which stay frozen in inference mode.
+
+    Calling the base with ``training=False`` is not enough in Keras 3: ``fit`` passes ``training=True`` down
+    to nested models (keras-team/keras#20285), so batch statistics would drift with our small batches. A
+    non-trainable BatchNormalization layer always uses its moving statistics.
+    """
+    extractor.trainable = True
+    for layer in _all_layers(extractor):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

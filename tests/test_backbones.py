@@ -1,0 +1,140 @@
+"""ImageNet backbones: input conventions, SqueezeNet's weight loading, missing weights, EC / FT assembly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from helpers import backbones
+from conftest import SHARED_WEIGHTS_DIR
+
+
+@pytest.mark.parametrize("mode, reference", [
+    ("caffe", keras.applications.vgg16.preprocess_input),
+    ("caffe", keras.applications.resnet50.preprocess_input),
+    ("tf", keras.applications.xception.preprocess_input),
+    ("tf", keras.applications.inception_v3.preprocess_input),
+    ("torch", keras.applications.densenet.preprocess_input),
+])
+def test_preprocess_layer_matches_keras_preprocess_input(mode, reference):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    x[..., 0] += 0.0  # distinct channels: catches a missing RGB -> BGR flip
+    x[..., 2] *= 0.5
+    np.testing.assert_allclose(backbones.BackbonePreprocess(mode)(x).numpy(), reference(x.copy()), atol=1e-4)
+
+
+def _fixed_input(size=64):
+    return (np.arange(size * size * 3).reshape(1, size, size, 3) % 256).astype("float32")
+
+
+needs_weights = pytest.mark.skipif(
+    not SHARED_WEIGHTS_DIR or not (Path(SHARED_WEIGHTS_DIR) / backbones.SQUEEZENET_FILE).exists(),
+    reason="SqueezeNet ImageNet weights not present (set CXR_WEIGHTS_DIR)")
+
+
+@needs_weights
+def test_squeezenet_weights_are_really_loaded(monkeypatch):
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", SHARED_WEIGHTS_DIR)
+    pretrained, is_pretrained = backbones.feature_extractor("squeezenet", 64)
+    monkeypatch.delenv("CXR_WEIGHTS_DIR")
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    random, is_random_pretrained = backbones.feature_extractor("squeezenet", 64, allow_random=True)
+    assert is_pretrained and not is_random_pretrained
+    features = pretrained(_fixed_input(), training=False).numpy()[0]
+    # Checksum of the features on a fixed synthetic input, computed once with the weight file of
+    # ../shared/weights (md5 80b66c92d79d4310e07fb60a297bf0d1): a wrong layer mapping changes these values.
+    top = np.argsort(-features)[:4]
+    assert top.tolist() == [340, 135, 110, 148]
+    np.testing.assert_allclose(features[top], [69.996086, 68.494591, 51.720634, 38.741474], rtol=1e-4)
+    assert features.sum() == pytest.approx(554.3395, rel=1e-4)
+    assert not np.allclose(random(_fixed_input(), training=False).numpy()[0], features)
+
+
+def test_missing_weights_name_the_file_or_fall_back_to_random_when_allowed(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(backbones.WeightsNotFoundError) as error:
+        backbones.backbone("squeezenet", 64)
+    assert backbones.SQUEEZENET_FILE in str(error.value) and "CXR_WEIGHTS_DIR" in str(error.value)
+    base, pretrained = backbones.backbone("squeezenet", 64, allow_random=True)
+    assert pretrained is False and base.output.shape[-1] == 512
+
+
+def test_keras_applications_backbone_reports_the_missing_file(monkeypatch):
+    def vgg16(include_top, weights, input_shape):
+        if weights is not None:
+            raise OSError("URL fetch failure")
+        return keras.Sequential([keras.Input(input_shape), keras.layers.Conv2D(4, 3)])
+
+    monkeypatch.setattr(keras.applications, "VGG16", vgg16)
+    with pytest.raises(backbones.WeightsNotFoundError, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"):
+        backbones.backbone("vgg16", 32)
+    _, pretrained = backbones.backbone("vgg16", 32, allow_random=True)
+    assert pretrained is False
+
+
+def test_local_weights_are_found_in_cxr_weights_dir_then_data(tmp_path, monkeypatch, isolated_data_dir):
+    name = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert backbones.local_weights(name) is None
+    (isolated_data_dir / "weights").mkdir(parents=True)
+    (isolated_data_dir / "weights" / name).write_bytes(b"x")
+    assert backbones.local_weights(name) == isolated_data_dir / "weights" / name
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / name).write_bytes(b"x")
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "mine"))
+    assert backbones.local_weights(name) == tmp_path / "mine" / name
+
+
+def test_weight_file_with_a_missing_layer_is_refused(tmp_path):
+    model = backbones.squeezenet_base(64)
+    path = tmp_path / "partial.h5"
+    with h5py.File(path, "w") as handle:
+        group = handle.create_group("conv1")
+        group.create_dataset("kernel", data=np.zeros((3, 3, 3, 64), "float32"))
+        group.create_dataset("bias", data=np.zeros(64, "float32"))
+    with pytest.raises(ValueError, match="fire2_squeeze1x1"):
+        backbones.load_squeezenet_weights(model, path)
+
+
+def test_weight_file_with_a_wrong_shape_is_refused(tmp_path):
+    model = backbones.squeezenet_base(64)
+    path = tmp_path / "wrong.h5"
+    with h5py.File(path, "w") as handle:
+        group = handle.create_group("conv1")
+        group.create_dataset("kernel", data=np.zeros((5, 5, 3, 64), "float32"))
+        group.create_dataset("bias", data=np.zeros(64, "float32"))
+    with pytest.raises(ValueError, match="conv1"):
+        backbones.load_squeezenet_weights(model, path)
+
+
+def test_classifier_nests_extractor_and_head_and_fine_tuning_keeps_batch_norm_frozen():
+    extractor, _ = backbones.feature_extractor("densenet121", 32, allow_random=True)
+    top = backbones.head(extractor.output_shape[-1], "v2reg")
+    model = backbones.classifier(extractor, top)
+    assert [layer.name for layer in model.layers][1:] == [extractor.name, top.name]
+    assert [type(layer).__name__ for layer in top.layers].count("Dropout") == 1
+    backbones.unfreeze_for_fine_tuning(extractor)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    bn = next(layer for layer in extractor.get_layer("densenet121").layers
+              if isinstance(layer, keras.layers.BatchNormalization))
+    before = [w.copy() for w in bn.get_weights()]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    model.train_on_batch(x, np.array([0, 1, 2, 0]))
+    for now, then in zip(bn.get_weights(), before):  # inference mode: statistics (and scale) untouched
+        np.testing.assert_array_equal(now, then)
+    conv = next(layer for layer in extractor.get_layer("densenet121").layers if isinstance(layer, keras.layers.Conv2D))
+    assert conv.trainable and len(model.trainable_weights) > len(top.trainable_weights)
+
+
+def test_unknown_head_and_backbone_and_too_small_input_are_clear_errors():
+    with pytest.raises(ValueError, match="Unknown head"):
+        backbones.head(8, "v9")
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        backbones.backbone("alexnet", 64)
+    with pytest.raises(ValueError, match="at least 75 px"):
+        backbones.backbone("inceptionv3", 64, allow_random=True)
