@@ -29,6 +29,10 @@ test: $(BIN)/activate
 unit: $(BIN)/activate
 	$(BIN)/pytest tests
 
+# Measurements, not tests: each script prints a table and appends it to benchmarks/results.md.
+bench: $(BIN)/activate
+	$(BIN)/python benchmarks/feature_cache.py
+
 lab: $(BIN)/activate
 	$(BIN)/jupyter lab notebooks/
 

@@ -9,7 +9,8 @@ def _import_tensorflow_quietly() -> None:
     """Import TensorFlow with the process's stderr muted.
 
     TF 2.21 prints INFO lines (oneDNN, "Could not find cuda drivers") before its logging is configured, so
-    ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see them again.
+    ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them, and on a machine without a GPU the first device query logs a
+    harmless CUDA error; both happen here, muted. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see them again.
     Python exceptions raised by the import are unaffected.
     """
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
@@ -19,7 +20,9 @@ def _import_tensorflow_quietly() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # the CUDA probe logs "failed call to cuInit" on CPUs
     finally:
         os.dup2(saved, 2)
         os.close(saved)

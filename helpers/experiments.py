@@ -31,6 +31,7 @@ class Experiment:
     head_epochs: int = 0            # ft2: epochs of stage 1 (head only, on cached features)
     head_learning_rate: float = 1e-3  # ft2: learning rate of stage 1
     cosine: bool = False            # cosine decay of the learning rate to zero over the (last) stage
+    selection: str = "best_val_loss"  # weights evaluated: of the epoch with the lowest validation loss
     source: str = ""                # which project the run reproduces, and where we deviate
 
 

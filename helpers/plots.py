@@ -60,8 +60,16 @@ def training_curves(history, title: str = "") -> plt.Figure:
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, history[metric], marker="o", ms=3, label=f"training {metric}")
         ax.plot(epochs, history[f"val_{metric}"], marker="o", ms=3, label=f"validation {metric}")
+        if "selected" in history and history["selected"].astype(bool).any():
+            chosen = history["selected"].astype(bool).to_numpy().nonzero()[0][-1]
+            ax.plot(epochs.iloc[chosen], history[f"val_{metric}"].iloc[chosen], "k*", ms=11,
+                    label="weights kept (lowest val. loss)")
         ax.set_xlabel("epoch"); ax.set_ylabel(metric); ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
+        if "stage" in history and (history["stage"] == "fine-tune").any():  # two-stage fine-tuning
+            start = epochs[history["stage"] == "fine-tune"].iloc[0] - 0.5
+            ax.axvline(start, color="grey", ls="--", lw=1)
+            ax.text(start, ax.get_ylim()[1], " base unfrozen", va="top", fontsize=8, color="grey")
     axes[1].set_ylim(0, 1.02)
     if title:
         fig.suptitle(title)
@@ -86,3 +94,21 @@ def confusion_matrix(matrix, title: str = "", labels=None) -> plt.Figure:
         ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def show_run(record, prefix: str, profile: config.Profile) -> None:
+    """A finished run in a notebook: training curves and test confusion matrix (saved as
+    ``<prefix>_curves_<run>.png`` / ``<prefix>_confusion_<run>.png``), then ours beside the published numbers."""
+    from IPython.display import display
+
+    from . import results
+
+    name = record.name
+    weights = "" if record.metrics.get("pretrained", True) else " (random init)"
+    if len(record.history):
+        save(training_curves(record.history, f"{name}{weights}: training curves"), f"{prefix}_curves_{name}", profile)
+        plt.show()
+    save(confusion_matrix(record.metrics["test"]["confusion_matrix"], f"{name}{weights}: test set"),
+         f"{prefix}_confusion_{name}", profile)
+    plt.show()
+    display(results.compare(record))

@@ -25,9 +25,30 @@ def published() -> pd.DataFrame:
         return pd.read_csv(handle)
 
 
+THESIS_PREFIX = {"resnet50": "ResNet", "vgg16": "VGG16", "inceptionv3": "InceptionV3", "xception": "Xception"}
+PROGRESSION = {"v0": "DN-V0", "v1": "DN-V1", "v2": "DN-V2", "ec": "DN-V2-reg", "ft": "DN-V3"}
+
+
+def published_key(run_name: str) -> tuple[str, str]:
+    """(project, model) of the published row a run is compared with.
+
+    Scratch runs: the row they reproduce. DenseNet121 and SqueezeNet (which stands in for DenseNet121 in the
+    cpu profile) follow the thesis's DN-V0 ... DN-V3 rows; the other backbones their -EC / -FT rows. Every
+    two-stage fine-tuning (``_ft2``, not in the thesis) is compared with the thesis's best, Xception-FT.
+    """
+    if run_name in PUBLISHED_ROW:
+        return PUBLISHED_ROW[run_name]
+    backbone, scheme = run_name.rsplit("_", 1)
+    if scheme == "ft2":
+        return "thesis", "Xception-FT"
+    if backbone in ("densenet121", "squeezenet"):
+        return "thesis", PROGRESSION[scheme]
+    return "thesis", f"{THESIS_PREFIX[backbone]}-{scheme.upper()}"
+
+
 def published_row(run_name: str) -> pd.Series:
-    """The published result that the run ``run_name`` reproduces."""
-    project, model = PUBLISHED_ROW[run_name]
+    """The published result that the run ``run_name`` is compared with (see ``published_key``)."""
+    project, model = published_key(run_name)
     table = published()
     return table[(table["project"] == project) & (table["model"] == model)].iloc[0]
 
@@ -51,10 +72,12 @@ def compare(record) -> pd.DataFrame:
         "precision COVID": (fmt(per_class["COVID"]["precision"]), fmt(theirs["precision_covid"])),
         "macro-F1": (fmt(test["macro_f1"]), "–"),
         "AUC (one-vs-rest, macro)": (fmt(test["auc_ovr_macro"]), "–"),
-        "validation accuracy (last epoch)": (fmt(mine["last_epoch"]["val_accuracy"]), fmt(theirs["val_accuracy"])),
+        "validation accuracy (last epoch)": (fmt(mine["last_epoch"].get("val_accuracy")),
+                                             fmt(theirs["val_accuracy"])),
         "epochs": (str(mine["epochs_run"]), fmt(theirs["epochs"], 0)),
         "input size": (f"{record.config['image_size']} px", "224 px"),
         "test images": (str(test["n"]), fmt(theirs["test_n"], 0)),
     }
     label = f"{theirs['project']}: {theirs['model']} (published)"
-    return pd.DataFrame(rows, index=[f"ours ({record.config['profile']} profile)", label]).T
+    ours = f"ours ({record.config['profile']} profile{'' if mine.get('pretrained', True) else ', random init'})"
+    return pd.DataFrame(rows, index=[ours, label]).T

@@ -13,7 +13,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import keras
@@ -188,10 +188,12 @@ def run_config(exp: Experiment, profile: config.Profile, split_file: str) -> dic
             "seed": profile.seed, "split_file": split_file}
 
 
-def _same_run(a: dict, b: dict) -> bool:
-    keys = set(a) | set(b)
-    ignore = {"source"}
-    return all(a.get(k) == b.get(k) for k in keys - ignore)
+def _same_run(saved: dict, current: dict) -> bool:
+    """Whether a saved run config describes the current one. An Experiment field that did not exist when the
+    record was written counts as having its default value; the free-text ``source`` is not compared."""
+    defaults = {f.name: f.default for f in fields(Experiment)}
+    saved = {**defaults, **saved}
+    return all(saved.get(k) == current.get(k) for k in (set(saved) | set(current)) - {"source"})
 
 
 def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, split_file: str,
@@ -221,6 +223,7 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, split_f
         "test": classification_metrics(*_true_and_proba(predictions, "test"), seed=profile.seed),
         "val": classification_metrics(*_true_and_proba(predictions, "val"), seed=profile.seed),
         "last_epoch": {k: float(last[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last},
+        "selected_epoch": _selected_epoch(history),
         "epochs_run": int(len(history)),
         "train_images": int(train_images),
         "train_seconds": seconds,
@@ -234,7 +237,13 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, split_f
     return record
 
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "selected"]
+
+
+def _selected_epoch(history: pd.DataFrame) -> int | None:
+    """The (0-based) epoch whose weights were evaluated: the last stage's selected epoch."""
+    chosen = history.index[history["selected"].astype(bool)] if "selected" in history else []
+    return int(history.loc[chosen[-1], "epoch"]) if len(chosen) else None
 
 
 def _compile(model: keras.Model, optimizer: str, learning_rate: float, decay_steps: int | None = None) -> None:
@@ -252,17 +261,36 @@ def _compile(model: keras.Model, optimizer: str, learning_rate: float, decay_ste
 
 def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y=None, validation=None,
          stage: str = "") -> pd.DataFrame:
-    """``model.fit`` with the timer, CSV history and backup/restore callbacks of one stage; returns its history."""
-    history_file, backup = work / f"history{stage}.csv", work / f"backup{stage}"
-    steps = [_EpochTimer(), keras.callbacks.CSVLogger(str(history_file), append=True),
+    """``model.fit`` with the callbacks of one stage: epoch timer, CSV history, backup/restore (resume), the
+    best-validation-loss checkpoint and, where asked, early stopping. Returns the stage's history, with a
+    ``selected`` column marking the epoch whose weights the model holds afterwards."""
+    history_file, backup, best = work / f"history{stage}.csv", work / f"backup{stage}", work / f"best{stage}.weights.h5"
+    checkpoint = keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True,
+                                                 save_weights_only=True)
+    if history_file.exists() and best.exists():  # resuming: remember the best loss seen before the interruption
+        checkpoint.best = float(pd.read_csv(history_file)["val_loss"].min())
+    steps = [_EpochTimer(), keras.callbacks.CSVLogger(str(history_file), append=True), checkpoint,
              keras.callbacks.BackupAndRestore(str(backup))]
     if exp.early_stopping:
-        steps.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=exp.early_stopping,
-                                                   restore_best_weights=True))
+        steps.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=exp.early_stopping))
     model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[*steps, *callbacks],
               batch_size=exp.batch_size if y is not None else None,
               shuffle=y is not None, verbose=verbose)  # a tf.data pipeline shuffles itself
-    return pd.read_csv(history_file).drop_duplicates("epoch", keep="last").reset_index(drop=True)
+    if exp.selection == "best_val_loss":
+        model.load_weights(best)
+    return _with_selection(pd.read_csv(history_file), exp)
+
+
+def _with_selection(history: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    """The stage history, one row per epoch, with ``selected`` marking the epoch whose weights are kept."""
+    history = history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+    if exp.selection == "best_val_loss":
+        selected = int(history["val_loss"].idxmin())
+    elif exp.selection == "last_epoch":
+        selected = len(history) - 1
+    else:
+        raise ValueError(f"Unknown selection {exp.selection!r}; use 'best_val_loss' or 'last_epoch'.")
+    return history.assign(selected=history.index == selected)
 
 
 def _image_datasets(exp: Experiment, profile: config.Profile, split: pd.DataFrame):
@@ -302,7 +330,7 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
     done = work / f"head{stage}.weights.h5"
     if done.exists():  # stage finished in an interrupted earlier attempt
         top.load_weights(done)
-        history = pd.read_csv(work / f"history{stage}.csv").drop_duplicates("epoch", keep="last")
+        history = _with_selection(pd.read_csv(work / f"history{stage}.csv"), exp)
     elif epochs:
         validation = (features(val_rows, 0), val_rows["class_id"].to_numpy())
         history = _fit(top, x, epochs, work, exp, callbacks, verbose, y=y, validation=validation, stage=stage)

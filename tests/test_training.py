@@ -123,6 +123,24 @@ def test_record_round_trips_and_the_model_reloads(tiny):
         assert record.metrics[key] > 0
 
 
+def test_the_weights_of_the_lowest_validation_loss_are_the_ones_evaluated(tiny):
+    _, index, profile = tiny
+    exp = dataclasses.replace(training.experiment("polazaro_baseline", profile), epochs=4)
+    split, split_file = _split(index, profile)
+    class SpoilLastEpoch(keras.callbacks.Callback):  # a huge learning rate ruins the last epoch
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                self.model.optimizer.learning_rate.assign(50.0)
+
+    record = training.train(exp, profile, split, split_file, callbacks=[SpoilLastEpoch()], verbose=0)
+    best = int(record.history["val_loss"].idxmin())
+    assert best < 3
+    assert record.history["selected"].tolist() == [i == best for i in range(4)]
+    assert record.metrics["selected_epoch"] == best
+    # the validation loss recomputed from the saved predictions is the one Keras logged for that epoch
+    assert record.metrics["val"]["loss"] == pytest.approx(record.history.loc[best, "val_loss"], rel=1e-3)
+
+
 def test_incomplete_record_is_refused_with_the_missing_file_named(tiny, tmp_path):
     folder = tmp_path / "broken-run"
     folder.mkdir()
@@ -173,3 +191,50 @@ def test_evaluate_command_refuses_a_folder_without_images(tiny, tmp_path, capsys
     assert status == 2 and "No readable image" in err and str(empty) in err
     status = evaluate.main(["--run", str(tmp_path / "no-such-run"), "--data", str(empty)])
     assert status == 2 and "not a complete run record" in capsys.readouterr().err
+
+
+# ---- transfer learning: feature cache, EC and fine-tuning records -------------------------------------
+
+@pytest.fixture
+def offline_weights(monkeypatch):
+    """No ImageNet weights anywhere: backbones fall back to random init where allowed (quick profile)."""
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+
+
+def test_feature_cache_is_reused_and_augmented_views_differ(tiny, offline_weights, monkeypatch):
+    from helpers import backbones, features
+
+    _, index, _ = tiny
+    frame = index.head(10)
+    extractor, pretrained = backbones.feature_extractor("squeezenet", 32, allow_random=True)
+    first = features.cached_features(extractor, "squeezenet", 32, pretrained, frame)
+    view1 = features.cached_features(extractor, "squeezenet", 32, pretrained, frame, view=1, augment="thesis")
+    assert first.shape == (10, 512) and first.dtype == np.float32
+    assert not np.allclose(first, view1)
+    path = features.cache_path("squeezenet", 32, pretrained, frame, 0)
+    assert path.exists() and "random" in path.name
+    with np.load(path, allow_pickle=False) as stored:
+        assert stored["relpath"].tolist() == frame["relpath"].tolist()
+    monkeypatch.setattr(features, "extract", lambda *a, **k: pytest.fail("should read the cache"))
+    np.testing.assert_array_equal(features.cached_features(extractor, "squeezenet", 32, pretrained, frame), first)
+    assert features.cache_path("squeezenet", 32, pretrained, index.head(9), 0) != path
+    with pytest.raises(ValueError, match="augment"):
+        features.cached_features(extractor, "squeezenet", 32, pretrained, frame, view=2)
+
+
+def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights):
+    _, index, profile = tiny
+    v0 = training.get_or_train("squeezenet_v0", profile, index, verbose=0)
+    assert v0.metrics["epochs_run"] == 0 and v0.metrics["pretrained"] is False
+    ec = training.get_or_train("squeezenet_ec", profile, index, verbose=0)
+    n_train = (data.load_split(index, "thesis", profile)["split"] == "train").sum()
+    assert ec.config["scheme"] == "ec" and ec.metrics["epochs_run"] == profile.epochs
+    assert ec.metrics["train_images"] == 2 * n_train  # view 0 and one augmented view (quick profile)
+    ft2 = training.get_or_train("squeezenet_ft2", profile, index, verbose=0)
+    assert ft2.history["stage"].tolist() == ["head"] + ["fine-tune"] * profile.epochs
+    assert ft2.history["epoch"].tolist() == list(range(1 + profile.epochs))
+    model = ft2.load_model()  # safe mode: the preprocessing layer is a registered class, not a lambda
+    test = data.load_split(index, "thesis", profile).query("split == 'test'")
+    again = training.predict(model, test, ft2.config["image_size"])
+    np.testing.assert_allclose(training.probabilities(again), training.probabilities(ft2.test_predictions()),
+                               atol=1e-5)
