@@ -104,7 +104,7 @@ def show_run(record, prefix: str, profile: config.Profile) -> None:
     from . import results
 
     name = record.name
-    weights = "" if record.metrics.get("pretrained", True) else " (random init)"
+    weights = " (random init)" if record.metrics.get("pretrained") is False else ""
     if len(record.history):
         save(training_curves(record.history, f"{name}{weights}: training curves"), f"{prefix}_curves_{name}", profile)
         plt.show()

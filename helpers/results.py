@@ -79,5 +79,6 @@ def compare(record) -> pd.DataFrame:
         "test images": (str(test["n"]), fmt(theirs["test_n"], 0)),
     }
     label = f"{theirs['project']}: {theirs['model']} (published)"
-    ours = f"ours ({record.config['profile']} profile{'' if mine.get('pretrained', True) else ', random init'})"
+    random_base = ", random init" if mine.get("pretrained") is False else ""  # a backbone without ImageNet weights
+    ours = f"ours ({record.config['profile']} profile{random_base})"
     return pd.DataFrame(rows, index=[ours, label]).T
