@@ -14,9 +14,9 @@ import platform
 from datetime import date
 from pathlib import Path
 
-import keras
+from helpers import backbones, config, data, features  # first: helpers mutes TensorFlow's start-up lines
 
-from helpers import backbones, config, data, features
+import keras
 
 
 def main() -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import config, data
+from . import backbones, config, data
 
 
 def cache_path(backbone: str, image_size: int, pretrained: bool, frame: pd.DataFrame, view: int):
@@ -64,10 +65,6 @@ def epoch_seconds_with_and_without_cache(extractor, rows: pd.DataFrame, image_si
 
     Median over ``epochs`` epochs after a warm-up epoch; also the one-off cost of building the cache.
     """
-    import time
-
-    from . import backbones
-
     def per_epoch(fit):
         fit()
         times = []
