@@ -31,7 +31,7 @@ def main(names: list[str]) -> None:
     for name in names or list(VARIANTS):
         exp = dataclasses.replace(base, name=f"squeezenet_ft2_{name}", **VARIANTS[name])
         start = time.perf_counter()
-        record = training.train(exp, explore, split, split.attrs["file"], verbose=0)
+        record = training.train(exp, explore, split, verbose=0)
         print(json.dumps({"variant": name, "val_accuracy": record.metrics["val"]["accuracy"],
                           "val_loss": record.metrics["val"]["loss"],
                           "minutes": (time.perf_counter() - start) / 60}))

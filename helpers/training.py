@@ -196,12 +196,11 @@ def _same_run(saved: dict, current: dict) -> bool:
     return all(saved.get(k) == current.get(k) for k in (set(saved) | set(current)) - {"source"})
 
 
-def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, split_file: str,
-          callbacks=(), verbose: int = 2) -> Record:
-    """Train ``exp`` on ``split``, resuming from ``<run>.partial/`` if an earlier attempt was interrupted,
-    evaluate on validation and test, and write the run record."""
+def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbacks=(), verbose: int = 2) -> Record:
+    """Train ``exp`` on ``split`` (as ``data.load_split`` returns it, naming its file), resuming from
+    ``<run>.partial/`` if an earlier attempt was interrupted, evaluate on validation and test, write the record."""
     keras.utils.set_random_seed(profile.seed)
-    cfg = run_config(exp, profile, split_file)
+    cfg = run_config(exp, profile, split.attrs["file"])
     final = profile.runs_dir / exp.name
     work = final.with_name(f"{exp.name}.partial")
     if work.exists() and not _same_run(_read_json(work / "config.json"), cfg):
@@ -323,19 +322,19 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
         return features_cache.cached_features(extractor, exp.model, exp.image_size, pretrained, rows, view=view,
                                               augment=exp.augment, seed=profile.seed)
 
-    x = np.concatenate([features(train_rows, v) for v in range(exp.views + 1)])
-    y = np.tile(train_rows["class_id"].to_numpy(), exp.views + 1)
     _compile(top, optimizer, learning_rate)
     history = pd.DataFrame(columns=HISTORY_COLUMNS)
     done = work / f"head{stage}.weights.h5"
     if done.exists():  # stage finished in an interrupted earlier attempt
         top.load_weights(done)
         history = _with_selection(pd.read_csv(work / f"history{stage}.csv"), exp)
-    elif epochs:
+    elif epochs:  # only a head that trains needs features (v0 and one-stage ft do not)
+        x = np.concatenate([features(train_rows, v) for v in range(exp.views + 1)])
+        y = np.tile(train_rows["class_id"].to_numpy(), exp.views + 1)
         validation = (features(val_rows, 0), val_rows["class_id"].to_numpy())
         history = _fit(top, x, epochs, work, exp, callbacks, verbose, y=y, validation=validation, stage=stage)
         top.save_weights(done)
-    return extractor, top, history, len(x), pretrained
+    return extractor, top, history, len(train_rows) * (exp.views + 1), pretrained
 
 
 def _fit_frozen(exp, profile, split, work, callbacks, verbose):
@@ -389,8 +388,7 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
     if index is None:
         index = data.index_dataset(data.find_dataset(), progress=False)
     split = data.load_split(index, exp.protocol, profile)
-    split_file = split.attrs["file"]
-    cfg = run_config(exp, profile, split_file)
+    cfg = run_config(exp, profile, split.attrs["file"])
     final = profile.runs_dir / exp.name
     if not retrain and (final / "config.json").exists():
         try:
@@ -403,7 +401,7 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
             print(f"Reusing the run record {config.short_path(final)} ({record.metrics['epochs_run']} epochs, "
                   f"{record.metrics['train_seconds']:.0f} s of training); delete it to train again.")
             return record
-    return train(exp, profile, split, split_file, verbose=verbose)
+    return train(exp, profile, split, verbose=verbose)
 
 
 def training_speed(model_name: str, image_size: int, batch_size: int = 32, steps: int = 3) -> float:

@@ -82,21 +82,20 @@ class EpochsBegun(keras.callbacks.Callback):
 def _split(index, profile, protocol="polazaro"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        split = data.load_split(index, protocol, profile)
-    return split, split.attrs["file"]
+        return data.load_split(index, protocol, profile)
 
 
 def test_interrupted_run_resumes_at_the_next_epoch_and_leaves_no_record(tiny):
     _, index, profile = tiny
     exp = training.experiment("polazaro_baseline", profile)
-    split, split_file = _split(index, profile)
+    split = _split(index, profile)
     with pytest.raises(Interrupt):
-        training.train(exp, profile, split, split_file, callbacks=[StopAfterFirstEpoch()], verbose=0)
+        training.train(exp, profile, split, callbacks=[StopAfterFirstEpoch()], verbose=0)
     assert not (profile.runs_dir / exp.name).exists()  # no half-written record
     assert (profile.runs_dir / f"{exp.name}.partial" / "backup").exists()
 
     begun = EpochsBegun()
-    record = training.train(exp, profile, split, split_file, callbacks=[begun], verbose=0)
+    record = training.train(exp, profile, split, callbacks=[begun], verbose=0)
     assert begun.begun == [1, 2]  # restarts at epoch 2 (index 1), not at 1
     assert record.history["epoch"].tolist() == [0, 1, 2]
     assert not (profile.runs_dir / f"{exp.name}.partial").exists()
@@ -106,8 +105,8 @@ def test_interrupted_run_resumes_at_the_next_epoch_and_leaves_no_record(tiny):
 def test_record_round_trips_and_the_model_reloads(tiny):
     _, index, profile = tiny
     exp = training.experiment("polazaro_baseline", profile)
-    split, split_file = _split(index, profile)
-    record = training.train(exp, profile, split, split_file, verbose=0)
+    split = _split(index, profile)
+    record = training.train(exp, profile, split, verbose=0)
     again = training.read_record(record.path)
     assert again.config == record.config and again.metrics == record.metrics
     pd.testing.assert_frame_equal(again.history, record.history)
@@ -118,7 +117,7 @@ def test_record_round_trips_and_the_model_reloads(tiny):
                        atol=1e-5)
     assert set(record.predictions["split"]) == {"val", "test"}
     assert record.metrics["test"]["n"] == len(test)
-    assert record.config["split_file"] == split_file
+    assert record.config["split_file"] == split.attrs["file"]
     for key in ("train_seconds", "images_per_second", "peak_memory_mb", "parameters"):
         assert record.metrics[key] > 0
 
@@ -126,13 +125,13 @@ def test_record_round_trips_and_the_model_reloads(tiny):
 def test_the_weights_of_the_lowest_validation_loss_are_the_ones_evaluated(tiny):
     _, index, profile = tiny
     exp = dataclasses.replace(training.experiment("polazaro_baseline", profile), epochs=4)
-    split, split_file = _split(index, profile)
+    split = _split(index, profile)
     class SpoilLastEpoch(keras.callbacks.Callback):  # a huge learning rate ruins the last epoch
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 3:
                 self.model.optimizer.learning_rate.assign(50.0)
 
-    record = training.train(exp, profile, split, split_file, callbacks=[SpoilLastEpoch()], verbose=0)
+    record = training.train(exp, profile, split, callbacks=[SpoilLastEpoch()], verbose=0)
     best = int(record.history["val_loss"].idxmin())
     assert best < 3
     assert record.history["selected"].tolist() == [i == best for i in range(4)]
