@@ -270,6 +270,20 @@ def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | Non
     return pd.concat(parts, ignore_index=True)
 
 
+def left_out(index: pd.DataFrame, protocol: str, max_per_class: int | None = None,
+             seed: int = config.SEED) -> pd.DataFrame:
+    """The images a protocol does not use (higher ids of each class), without any byte-identical copy of an
+    image it does use: an outside test set for the protocol's models (notebook 06). ``max_per_class`` draws a
+    seeded random sample of at most that many per class, in id order."""
+    used = select_protocol(index, protocol)
+    rest = index[~index["relpath"].isin(used["relpath"]) & ~index["sha256"].isin(used["sha256"])]
+    rest = rest[rest["label"].isin(CLASSES)]
+    if max_per_class is not None:
+        rest = pd.concat([rows.sample(min(len(rows), max_per_class), random_state=seed)
+                          for _, rows in rest.groupby("label")] or [rest])
+    return rest.sort_values(["class_id", "image_id", "relpath"]).reset_index(drop=True)
+
+
 def _protocol(name: str) -> dict:
     if name not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")

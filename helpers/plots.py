@@ -77,22 +77,104 @@ def training_curves(history, title: str = "") -> plt.Figure:
     return fig
 
 
-def confusion_matrix(matrix, title: str = "", labels=None) -> plt.Figure:
-    """A confusion matrix (rows true, columns predicted) as a seaborn heatmap with counts and row shares."""
+def _confusion_on(ax, matrix, title: str = "", labels=None) -> None:
+    """Draw a confusion matrix (rows true, columns predicted) on ``ax``: counts and row shares."""
     from .data import CLASSES
 
     matrix = np.asarray(matrix)
     labels = labels or [name.replace(" ", "\n") for name in CLASSES]  # "Viral\nPneumonia" fits under its column
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     notes = np.array([[f"{n}\n{s:.0%}" for n, s in zip(row_n, row_s)] for row_n, row_s in zip(matrix, shares)])
-    fig, ax = plt.subplots(figsize=(4.6, 3.9))
     sns.heatmap(shares, annot=notes, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, square=True,
                 xticklabels=labels, yticklabels=labels, ax=ax, annot_kws={"fontsize": 10})
     ax.set_xlabel("predicted"); ax.set_ylabel("true")
     ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
     if title:
         ax.set_title(title, fontsize=11)
+
+
+def confusion_matrix(matrix, title: str = "", labels=None) -> plt.Figure:
+    """A confusion matrix (rows true, columns predicted) as a seaborn heatmap with counts and row shares."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+    _confusion_on(ax, matrix, title, labels)
     fig.tight_layout()
+    return fig
+
+
+def confusion_grid(records, ncols: int = 4) -> plt.Figure:
+    """The test confusion matrices of several runs in one grid, titled with run name and accuracy."""
+    records = list(records.values()) if isinstance(records, dict) else list(records)
+    nrows = int(np.ceil(len(records) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.9 * nrows), squeeze=False)
+    for ax, record in zip(axes.flat, records):
+        test = record.metrics["test"]
+        weights = ", random init" if record.metrics.get("pretrained") is False else ""
+        _confusion_on(ax, test["confusion_matrix"], f"{record.name}{weights}\naccuracy {test['accuracy']:.3f}")
+    for ax in axes.flat[len(records):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figure:
+    """Test accuracy with its 95 % interval per run (a results table), the published accuracy as a cross."""
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(table) + 1.4))
+    y = np.arange(len(table))
+    accuracy = table["test_accuracy"].to_numpy(float)
+    errors = [accuracy - table["test_accuracy_ci_low"], table["test_accuracy_ci_high"] - accuracy]
+    ax.errorbar(accuracy, y, xerr=errors, fmt="o", capsize=4, label=f"{label} (95 % CI)")
+    ax.scatter(table["published_test_accuracy"], y, marker="x", s=60, c="k", zorder=3,
+               label="published (the row it reproduces)")
+    names = [f"{m} (random init)" if f != "scratch" and not p else m
+             for m, f, p in zip(table["model"], table["family"], table["pretrained"])]
+    ax.set_yticks(y, names); ax.invert_yaxis()
+    ax.set_xlabel("test accuracy"); ax.set_xlim(min(0.3, np.nanmin(accuracy) - 0.05), 1.01)
+    ax.axvline(1 / 3, ls=":", c="grey", lw=1)
+    ax.legend(loc="lower left", fontsize=9)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, suptitle: str = "") -> plt.Figure:
+    """Grad-CAM as the thesis drew it: raw low-resolution maps (viridis, pixel axes), or maps resized onto
+    the grey image (jet, alpha 0.4), one panel per image with its title (``T: <true>, P: <pred>``)."""
+    nrows = int(np.ceil(len(maps) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.1 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(maps):
+            ax.axis("off")
+            continue
+        if overlay:
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(maps[i], cmap="jet", alpha=0.4, vmin=0, vmax=1,
+                      extent=(-0.5, images[i].shape[1] - 0.5, images[i].shape[0] - 0.5, -0.5))
+        else:
+            ax.imshow(maps[i], cmap="viridis", vmin=0, vmax=1)
+        ax.grid(False)
+        ax.set_title(titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def activation_grid(activation, title: str = "") -> plt.Figure:
+    """One panel per channel of a layer's output (h, w, C), YlGnBu, each channel on its own scale, in the
+    thesis's grid (ceil(sqrt(C)) rows); the colour bar shows the last channel's scale."""
+    channels = activation.shape[-1]
+    nrows = int(np.ceil(np.sqrt(channels)))
+    ncols = int(np.ceil(channels / nrows))
+    side = min(0.8, 14 / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols + 1, side * nrows + 0.6), squeeze=False)
+    for c, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if c < channels:
+            shown = ax.imshow(activation[..., c], cmap="YlGnBu")
+    fig.colorbar(shown, ax=axes, shrink=0.6)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -82,3 +82,135 @@ def compare(record) -> pd.DataFrame:
     random_base = ", random init" if mine.get("pretrained") is False else ""  # a backbone without ImageNet weights
     ours = f"ours ({record.config['profile']} profile{random_base})"
     return pd.DataFrame(rows, index=[ours, label]).T
+
+
+# --------------------------------------------------------------------------------------------------
+# The results table of the series (notebook 05), built from run records only
+# --------------------------------------------------------------------------------------------------
+
+FAMILY = {"scratch": "scratch", "v0": "EC", "ec": "EC", "ft": "FT", "ft2": "FT"}
+PRODUCED_BY = {"scratch": "02_scratch_baseline.ipynb", "v0": "03_transfer_feature_extraction.ipynb",
+               "ec": "03_transfer_feature_extraction.ipynb", "ft": "04_fine_tuning.ipynb",
+               "ft2": "04_fine_tuning.ipynb"}
+
+
+class MissingRecordsError(FileNotFoundError):
+    """Run records the results table needs do not exist yet; the message names the notebooks that make them."""
+
+
+def series_runs(profile) -> list[str]:
+    """Every run the series makes in ``profile``, in notebook order (scratch, then transfer)."""
+    from . import experiments
+
+    return list(experiments.FULL) + experiments.transfer_runs(profile)
+
+
+def load_records(profile, names=None) -> dict:
+    """The run records ``names`` (default: the whole series) of ``profile``, read, never trained.
+
+    Missing or incomplete records raise ``MissingRecordsError`` listing each one with the notebook to run.
+    """
+    from . import experiments, training
+
+    records, missing = {}, []
+    for name in names or series_runs(profile):
+        try:
+            records[name] = training.read_record(profile.runs_dir / name)
+        except FileNotFoundError:
+            scheme = experiments.experiment(name, profile).scheme
+            missing.append(f"  {name}: run notebooks/{PRODUCED_BY[scheme]}")
+    if missing:
+        raise MissingRecordsError(
+            f"{len(missing)} run record(s) of the {profile.name} profile are missing in "
+            f"{profile.runs_dir}:\n" + "\n".join(missing) +
+            f"\nExecute those notebooks with CXR_PROFILE={profile.name} first (or `make run`); "
+            "this notebook only reads records.")
+    return records
+
+
+def table_row(record) -> dict:
+    """One run as a row of the results table (see ``results_table``)."""
+    cfg, m = record.config, record.metrics
+    test, val = m["test"], m["val"]
+    scheme = cfg.get("scheme", "scratch")
+    history = record.history
+    chosen = history[history["selected"].astype(bool)].tail(1) if "selected" in history else history.tail(0)
+    at_selected = chosen.iloc[0] if len(chosen) else {}
+    project, published_model = published_key(record.name)
+    theirs = published_row(record.name)
+    row = {
+        "model": record.name, "family": FAMILY[scheme], "backbone": cfg["model"],
+        "pretrained": bool(m.get("pretrained")), "protocol": cfg["protocol"], "image_size": cfg["image_size"],
+        "epochs": m["epochs_run"],
+        "selected_epoch": None if m.get("selected_epoch") is None else m["selected_epoch"] + 1,
+        "loss": at_selected.get("loss"), "accuracy": at_selected.get("accuracy"),
+        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+        "test_accuracy": test["accuracy"], "test_accuracy_ci_low": test["accuracy_ci_low"],
+        "test_accuracy_ci_high": test["accuracy_ci_high"], "macro_f1": test["macro_f1"],
+        "auc_ovr_macro": test["auc_ovr_macro"],
+    }
+    for measure in ("sensitivity", "precision", "auc"):
+        for label, values in test["per_class"].items():
+            row[f"{measure}_{label.lower().replace(' ', '_')}"] = values[measure]
+    row.update({"test_n": test["n"], "train_seconds": m["train_seconds"],
+                "images_per_second": m.get("images_per_second"), "parameters": m.get("parameters"),
+                "published": f"{project}: {published_model}", "published_test_accuracy": theirs["test_accuracy"],
+                "published_sensitivity_covid": theirs["sensitivity_covid"]})
+    return row
+
+
+def results_table(records) -> pd.DataFrame:
+    """One row per run record: what the thesis's table has (training loss and accuracy, validation loss and
+    accuracy, test accuracy, epochs) and what it lacks (95 % interval, macro-F1, per-class sensitivity,
+    precision and AUC, training time, images per second), with the published result each run reproduces.
+
+    ``loss``/``accuracy`` are the training metrics of the epoch whose weights were kept (logged during that
+    epoch, with augmentation and dropout on); validation and test metrics are of the kept weights.
+    """
+    records = list(records.values()) if isinstance(records, dict) else list(records)
+    return pd.DataFrame([table_row(r) for r in records])
+
+
+def paired_comparison(a, b) -> dict:
+    """Exact McNemar test of two runs scored on the same test images: how many images only ``a`` gets right,
+    how many only ``b``, and the two-sided binomial p-value of that split (overlapping intervals are not a
+    test; this is, because it pairs the images)."""
+    from scipy.stats import binomtest
+
+    first, second = a.test_predictions(), b.test_predictions()
+    if not first["relpath"].equals(second["relpath"]):
+        raise ValueError(f"{a.name} and {b.name} were not tested on the same images; a paired test needs that.")
+    right_a, right_b = first["true"] == first["predicted"], second["true"] == second["predicted"]
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"run": a.name, "other": b.name, "only_run_right": only_a, "only_other_right": only_b, "p_value": p}
+
+
+MARKDOWN_COLUMNS = {
+    "model": "run", "family": "family", "weights": "weights", "image_size": "input px", "epochs": "epochs",
+    "test accuracy [95 % CI]": "test accuracy [95 % CI]", "macro_f1": "macro-F1",
+    "sensitivity_covid": "COVID sens.", "published": "published row", "published_test_accuracy": "published acc.",
+}
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The columns the README shows, ours beside the published accuracy, as a Markdown table."""
+    shown = table.assign(
+        weights=[("ImageNet" if p else "random init") if f != "scratch" else "–"
+                 for p, f in zip(table["pretrained"], table["family"])],
+        **{"test accuracy [95 % CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in zip(
+            table["test_accuracy"], table["test_accuracy_ci_low"], table["test_accuracy_ci_high"])]})
+    shown = shown[list(MARKDOWN_COLUMNS)].rename(columns=MARKDOWN_COLUMNS)
+    return shown.to_markdown(index=False, floatfmt=".3f")
+
+
+def write_table(table: pd.DataFrame, profile) -> tuple:
+    """``results_table.csv`` (every column, 4 decimals) and ``results_table.md`` in the profile's figures
+    folder (``figures/`` for the cpu profile); returns both paths."""
+    folder = profile.figures_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    csv, md = folder / "results_table.csv", folder / "results_table.md"
+    table.round(4).to_csv(csv, index=False)
+    md.write_text(f"Test set results of the {profile.name} profile (written by notebooks/05_results_table.ipynb)."
+                  f"\n\n{to_markdown(table)}\n")
+    return csv, md

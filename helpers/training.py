@@ -90,9 +90,11 @@ def _json_ready(value):
     return value
 
 
-def predict(model: keras.Model, frame: pd.DataFrame, image_size: int, batch_size: int = 32) -> pd.DataFrame:
-    """Class probabilities for the rows of ``frame`` in their order (an unshuffled, unaugmented pass)."""
-    proba = model.predict(data.make_dataset(frame, image_size, batch_size), verbose=0)
+def predict(model: keras.Model, frame: pd.DataFrame, image_size: int, batch_size: int = 32,
+            preprocess=None) -> pd.DataFrame:
+    """Class probabilities for the rows of ``frame`` in their order (an unshuffled, unaugmented pass);
+    ``preprocess`` transforms each batch of [0, 255] images first (e.g. ``explain.masking``)."""
+    proba = model.predict(data.make_dataset(frame, image_size, batch_size, preprocess=preprocess), verbose=0)
     out = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "true": frame["class_id"].to_numpy(),
                         "predicted": proba.argmax(axis=1)})
     if "split" in frame:

@@ -276,3 +276,17 @@ def test_augmentation_touches_only_flagged_rows(index_with_duplicates):
             assert any(np.abs(out - ref).max() < 0.5 for out in outputs), "an unflagged image was augmented"
         changed += sum(not any(row) for row in same)
     assert changed > 0
+
+
+def test_left_out_images_exclude_the_protocol_and_copies_of_its_images(tmp_path, monkeypatch):
+    root = make_release(tmp_path, duplicates=2)  # COVID-13 and COVID-14 are copies of COVID-1 and COVID-2
+    monkeypatch.setitem(data.PROTOCOLS["thesis"], "per_class", {c: 5 for c in data.CLASSES})
+    index = data.index_dataset(root, cache=False)
+    used = data.select_protocol(index, "thesis")
+    outside = data.left_out(index, "thesis")
+    assert not set(outside["relpath"]) & set(used["relpath"])
+    assert not set(outside["sha256"]) & set(used["sha256"])
+    assert outside.groupby("label").size().to_dict() == {c: 7 for c in data.CLASSES}  # ids 6..12, no copies
+    sample = data.left_out(index, "thesis", max_per_class=3)
+    assert sample.groupby("label").size().to_dict() == {c: 3 for c in data.CLASSES}
+    assert sample.equals(data.left_out(index, "thesis", max_per_class=3))  # seeded

@@ -1,0 +1,111 @@
+"""Grad-CAM must light up what a model was trained to see: a bright square, on flat and nested models."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from helpers import backbones, explain
+
+SIZE, SQUARE = 32, 8
+
+
+def square_images(n: int, seed: int):
+    """Noise images; class 1 has a bright SQUARE x SQUARE patch at a random place, class 0 has none.
+    Returns images (n, SIZE, SIZE, 3) in [0, 255], labels, and the top-left corner of each square."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 90, (n, SIZE, SIZE, 1)).astype("float32")
+    labels = np.arange(n) % 2
+    corners = rng.integers(0, SIZE - SQUARE + 1, (n, 2))
+    for image, label, (r, c) in zip(images, labels, corners):
+        if label:
+            image[r:r + SQUARE, c:c + SQUARE] = 255.0
+    return np.repeat(images, 3, axis=-1), labels, corners
+
+
+def _conv_base():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    return inputs, x
+
+
+def flat_model():
+    inputs, x = _conv_base()
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(2, activation="softmax")(x), name="flat")
+
+
+def nested_model():
+    """The shape of our transfer models: image -> extractor(base -> pool) -> head."""
+    base = keras.Model(*_conv_base(), name="base")
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = layers.GlobalAveragePooling2D(name="pool")(base(inputs, training=False))
+    extractor = keras.Model(inputs, x, name="toy_features")
+    return backbones.classifier(extractor, backbones.head(16, "v1", num_classes=2))
+
+
+@pytest.fixture(scope="module", params=["flat", "nested"])
+def trained(request):
+    keras.utils.set_random_seed(0)
+    model = flat_model() if request.param == "flat" else nested_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x, y, _ = square_images(400, seed=1)
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    return model
+
+
+def test_the_toy_models_learn_the_task(trained):
+    x, y, _ = square_images(40, seed=2)
+    assert trained.evaluate(x, y, verbose=0)[1] >= 0.95
+
+
+def test_default_layer_is_the_last_convolution_at_any_depth(trained):
+    assert explain.last_conv_layer(trained) == "conv2"
+
+
+def test_gradcam_maximum_falls_inside_the_square(trained):
+    x, y, corners = square_images(40, seed=3)
+    maps, proba = explain.gradcam(trained, x[y == 1], class_index=1)
+    assert maps.shape == (int((y == 1).sum()), SIZE // 2, SIZE // 2)
+    assert proba.shape == (len(maps), 2)
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    full = explain.resize_maps(maps, SIZE)
+    assert full.shape == (len(maps), SIZE, SIZE) and 0.0 <= full.min() and full.max() <= 1.0
+    for heat, (r, c) in zip(full, corners[y == 1]):
+        peak_r, peak_c = np.unravel_index(heat.argmax(), heat.shape)
+        assert r <= peak_r < r + SQUARE and c <= peak_c < c + SQUARE
+
+
+def test_gradcam_defaults_to_the_predicted_class(trained):
+    x, _, _ = square_images(8, seed=4)
+    default, proba = explain.gradcam(trained, x)
+    explicit, _ = explain.gradcam(trained, x, class_index=proba.argmax(axis=1))
+    np.testing.assert_allclose(default, explicit, atol=1e-6)
+
+
+def test_activations_of_named_layers_at_any_depth(trained):
+    x, _, _ = square_images(2, seed=5)
+    maps = explain.activations(trained, x[1], ["conv1", "conv2"])
+    assert maps["conv1"].shape == (SIZE, SIZE, 8) and maps["conv2"].shape == (SIZE // 2, SIZE // 2, 16)
+    with pytest.raises(ValueError, match="no layer named 'conv9'"):
+        explain.activations(trained, x[1], ["conv9"])
+
+
+def test_centre_share_and_masks():
+    mask = explain.central_mask(10, 0.6)
+    assert mask.sum() == 36 and mask[2:8, 2:8].all()
+    uniform, centred = np.ones((1, 10, 10)), mask[None].astype(float)
+    np.testing.assert_allclose(explain.centre_share(np.concatenate([uniform, centred])), [0.36, 1.0])
+    assert np.isnan(explain.centre_share(np.zeros((1, 10, 10))))[0]
+    images = np.full((1, 10, 10, 3), 200.0, dtype=np.float32)
+    border_only = explain.masking(10, "border")(images)[0, ..., 0]
+    centre_only = explain.masking(10, "centre")(images)[0, ..., 0]
+    assert (border_only[mask] == 0).all() and (border_only[~mask] == 200).all()
+    assert (centre_only[~mask] == 0).all() and (centre_only[mask] == 200).all()
+    with pytest.raises(ValueError, match="keep must be"):
+        explain.masking(10, "lungs")

@@ -1,0 +1,103 @@
+"""The results table of notebook 05: built from run records alone, with a clear message when one is missing."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import config, data, experiments, results, training
+
+
+def fabricate_record(profile, name, correct_per_class=(10, 9, 8), n_per_class=10, pretrained=None):
+    """A complete run record written by ``training.write_record`` with made-up predictions: the first
+    ``correct_per_class[k]`` test images of class k are right, the rest are called the next class."""
+    exp = experiments.experiment(name, profile)
+    rows = []
+    for split in ("val", "test"):
+        for k in range(3):
+            for i in range(n_per_class):
+                predicted = k if i < correct_per_class[k] else (k + 1) % 3
+                proba = np.full(3, 0.1)
+                proba[predicted] = 0.8
+                rows.append({"relpath": f"{split}/{k}/{i}.png", "split": split, "true": k, "predicted": predicted,
+                             **{f"p_{c}": p for c, p in zip(data.CLASSES, proba)}})
+    predictions = pd.DataFrame(rows)
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.5, 0.4], "accuracy": [0.5, 0.8, 0.9],
+                            "val_loss": [0.9, 0.6, 0.7], "val_accuracy": [0.6, 0.8, 0.75],
+                            "epoch_seconds": [2.0, 2.0, 2.0], "selected": [False, True, False]})
+    metrics = {split: training.classification_metrics(*training._true_and_proba(predictions, split))
+               for split in ("val", "test")}
+    metrics.update(last_epoch={}, selected_epoch=1, epochs_run=3, train_images=90, train_seconds=6.0,
+                   images_per_second=45.0, parameters=123, pretrained=pretrained)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    cfg = {**asdict(exp), "profile": profile.name}
+    return training.write_record(profile.runs_dir / name, cfg, history, metrics, predictions, model)
+
+
+def test_table_has_one_row_per_record_with_the_required_columns():
+    profile = config.current("quick")
+    records = {"red_david": fabricate_record(profile, "red_david"),
+               "squeezenet_ft2": fabricate_record(profile, "squeezenet_ft2", (10, 10, 7), pretrained=True)}
+    table = results.results_table(records)
+    required = ["model", "family", "backbone", "pretrained", "protocol", "epochs", "loss", "accuracy", "val_loss",
+                "val_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high", "macro_f1",
+                "sensitivity_covid", "sensitivity_normal", "sensitivity_viral_pneumonia", "train_seconds"]
+    assert set(required) <= set(table.columns)
+    david, squeeze = table.set_index("model").loc["red_david"], table.set_index("model").loc["squeezenet_ft2"]
+    assert (david["family"], david["backbone"], bool(david["pretrained"])) == ("scratch", "red_david", False)
+    assert (squeeze["family"], squeeze["backbone"], bool(squeeze["pretrained"])) == ("FT", "squeezenet", True)
+    assert david["test_accuracy"] == pytest.approx(27 / 30)
+    assert david["test_accuracy_ci_low"] <= david["test_accuracy"] <= david["test_accuracy_ci_high"]
+    assert (david["sensitivity_covid"], david["sensitivity_normal"], david["sensitivity_viral_pneumonia"]) == \
+        pytest.approx((1.0, 0.9, 0.8))
+    assert squeeze["sensitivity_viral_pneumonia"] == pytest.approx(0.7)
+    # training metrics of the kept epoch (the second), not of the last one
+    assert (david["loss"], david["accuracy"], david["selected_epoch"]) == (0.5, 0.8, 2)
+    assert david["published"] == "thesis: Red David" and david["published_test_accuracy"] == pytest.approx(0.9139)
+    assert squeeze["published"] == "thesis: Xception-FT"
+
+
+def test_written_table_round_trips_and_markdown_shows_intervals():
+    profile = config.current("quick")
+    table = results.results_table([fabricate_record(profile, "red_alberto")])
+    csv, md = results.write_table(table, profile)
+    assert csv.parent == profile.figures_dir
+    again = pd.read_csv(csv)
+    assert again.loc[0, "model"] == "red_alberto" and again.loc[0, "test_accuracy"] == pytest.approx(0.9)
+    text = md.read_text()
+    assert "| red_alberto" in text and "0.900 [" in text and "thesis: Red Alberto" in text
+
+
+def test_missing_records_name_the_notebook_that_makes_them():
+    profile = config.current("quick")
+    fabricate_record(profile, "red_david")
+    with pytest.raises(results.MissingRecordsError) as error:
+        results.load_records(profile, ["red_david", "polazaro_baseline", "squeezenet_v1", "squeezenet_ft2"])
+    message = str(error.value)
+    assert "red_david" not in message
+    assert "polazaro_baseline: run notebooks/02_scratch_baseline.ipynb" in message
+    assert "squeezenet_v1: run notebooks/03_transfer_feature_extraction.ipynb" in message
+    assert "squeezenet_ft2: run notebooks/04_fine_tuning.ipynb" in message
+    assert "CXR_PROFILE=quick" in message
+
+
+def test_series_lists_every_run_of_the_profile():
+    cpu = results.series_runs(config.current("cpu"))
+    assert cpu[:5] == list(experiments.FULL)
+    assert {"squeezenet_v0", "squeezenet_ec", "squeezenet_ft", "squeezenet_ft2"} <= set(cpu)
+    assert "xception_ft" in results.series_runs(config.current("quick"))
+
+
+def test_paired_comparison_counts_the_images_only_one_run_gets_right():
+    profile = config.current("quick")
+    better = fabricate_record(profile, "red_david", (10, 10, 10))
+    worse = fabricate_record(profile, "red_alberto", (10, 10, 2))
+    result = results.paired_comparison(better, worse)
+    assert (result["only_run_right"], result["only_other_right"]) == (8, 0)
+    assert result["p_value"] == pytest.approx(2 / 2 ** 8)  # exact two-sided binomial test of 8 against 0
+    other_images = fabricate_record(profile, "polazaro_baseline", n_per_class=5)
+    with pytest.raises(ValueError, match="same images"):
+        results.paired_comparison(better, other_images)
