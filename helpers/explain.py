@@ -66,13 +66,16 @@ def layer_probe(model: keras.Model, names: list[str]):
         if not _contains(model, name):
             raise ValueError(f"{model.name} has no layer named {name!r}.")
     own = {layer.name for layer in model.layers}
+    if isinstance(model, keras.Sequential):  # reloaded from a file it has no symbolic input: call it anew
+        if not all(name in own for name in names):
+            raise ValueError(f"{model.name}: layers nested inside a Sequential model are not supported.")
+        x = inputs = keras.Input(model.input_shape[1:])
+        outputs = {}
+        for layer in model.layers:
+            x = outputs[layer.name] = layer(x)
+        return _run_flat(keras.Model(inputs, [outputs[n] for n in names] + [x]))
     if all(name in own for name in names):
-        probe = keras.Model(model.input, [model.get_layer(n).output for n in names] + [model.output])
-
-        def run_flat(x):
-            outputs = probe(x, training=False)
-            return list(outputs[:-1]), outputs[-1]
-        return run_flat
+        return _run_flat(keras.Model(model.input, [model.get_layer(n).output for n in names] + [model.output]))
 
     _require_chain(model)
     inner = {layer.name: [n for n in names if n not in own and _contains(layer, n)]
@@ -90,6 +93,13 @@ def layer_probe(model: keras.Model, names: list[str]):
                 found[layer.name] = x
         return [found[n] for n in names], x
     return run_chain
+
+
+def _run_flat(probe: keras.Model):
+    def run(x):
+        outputs = probe(x, training=False)
+        return list(outputs[:-1]), outputs[-1]
+    return run
 
 
 def gradcam(model: keras.Model, images, class_index=None, layer: str | None = None, batch_size: int = 16):

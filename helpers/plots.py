@@ -141,7 +141,7 @@ def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, sup
     """Grad-CAM as the thesis drew it: raw low-resolution maps (viridis, pixel axes), or maps resized onto
     the grey image (jet, alpha 0.4), one panel per image with its title (``T: <true>, P: <pred>``)."""
     nrows = int(np.ceil(len(maps) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.1 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.7 * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= len(maps):
             ax.axis("off")

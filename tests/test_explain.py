@@ -39,6 +39,15 @@ def flat_model():
     return keras.Model(inputs, layers.Dense(2, activation="softmax")(x), name="flat")
 
 
+def sequential_model():
+    """Like the polazaro baseline: a Sequential model (saved and reloaded, it has no symbolic input)."""
+    return keras.Sequential([keras.Input((SIZE, SIZE, 3)), layers.Rescaling(1 / 255),
+                             layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+                             layers.MaxPooling2D(2, name="pool1"),
+                             layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
+                             layers.GlobalAveragePooling2D(), layers.Dense(2, activation="softmax")])
+
+
 def nested_model():
     """The shape of our transfer models: image -> extractor(base -> pool) -> head."""
     base = keras.Model(*_conv_base(), name="base")
@@ -48,15 +57,17 @@ def nested_model():
     return backbones.classifier(extractor, backbones.head(16, "v1", num_classes=2))
 
 
-@pytest.fixture(scope="module", params=["flat", "nested"])
-def trained(request):
+@pytest.fixture(scope="module", params=["flat", "nested", "sequential"])
+def trained(request, tmp_path_factory):
     keras.utils.set_random_seed(0)
-    model = flat_model() if request.param == "flat" else nested_model()
+    model = {"flat": flat_model, "nested": nested_model, "sequential": sequential_model}[request.param]()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     x, y, _ = square_images(400, seed=1)
     model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    return model
+    path = tmp_path_factory.mktemp(request.param) / "model.keras"  # explain works on models as saved
+    model.save(path)
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 def test_the_toy_models_learn_the_task(trained):
