@@ -114,14 +114,15 @@ class WeightsNotFoundError(FileNotFoundError):
     """ImageNet weights for a backbone could not be found locally nor downloaded."""
 
 
-# name -> (keras.applications constructor or None, input convention, Keras weight file, last conv layer, min size)
+# name -> (keras.applications constructor or None, input convention, Keras weight file, min input size).
+# Grad-CAM's layer is derived from the model (``explain.last_conv_layer``), not listed here.
 BACKBONES = {
-    "squeezenet": (None, "caffe", SQUEEZENET_FILE, "fire9_concat", 32),
-    "densenet121": ("DenseNet121", "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", "relu", 32),
-    "resnet50": ("ResNet50", "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "conv5_block3_out", 32),
-    "vgg16": ("VGG16", "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "block5_conv3", 32),
-    "inceptionv3": ("InceptionV3", "tf", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "mixed10", 75),
-    "xception": ("Xception", "tf", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "block14_sepconv2_act", 71),
+    "squeezenet": (None, "caffe", SQUEEZENET_FILE, 32),
+    "densenet121": ("DenseNet121", "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", 32),
+    "resnet50": ("ResNet50", "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", 32),
+    "vgg16": ("VGG16", "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", 32),
+    "inceptionv3": ("InceptionV3", "tf", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 75),
+    "xception": ("Xception", "tf", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 71),
 }
 
 
@@ -150,7 +151,7 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False) -> tuple
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; known: {', '.join(BACKBONES)}.")
-    app, _mode, filename, _last, min_size = BACKBONES[name]
+    app, _mode, filename, min_size = BACKBONES[name]
     if image_size < min_size:
         raise ValueError(f"{name} needs inputs of at least {min_size} px, got {image_size}.")
     local = local_weights(filename)
@@ -230,13 +231,14 @@ def unfreeze_for_fine_tuning(extractor: keras.Model) -> None:
     non-trainable BatchNormalization layer always uses its moving statistics.
     """
     extractor.trainable = True
-    for layer in _all_layers(extractor):
+    for layer in all_layers(extractor):
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Every layer of ``model`` depth first, nested models included (each followed by its own layers)."""
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)

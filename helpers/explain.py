@@ -12,17 +12,15 @@ import keras
 import numpy as np
 from keras import layers
 
+from . import backbones
+
 SKIPPED_FOR_CAM = (layers.InputLayer, layers.MaxPooling2D, layers.AveragePooling2D, layers.Dropout,
                    layers.SpatialDropout2D)
 
 
 def _walk(model: keras.Model):
     """Every layer of ``model``, depth first, nested models' layers in place of the nested model."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer)
-        else:
-            yield layer
+    return (layer for layer in backbones.all_layers(model) if not isinstance(layer, keras.Model))
 
 
 def feature_layers(model: keras.Model) -> list[str]:

@@ -136,7 +136,6 @@ def table_row(record) -> dict:
     history = record.history
     chosen = history[history["selected"].astype(bool)].tail(1) if "selected" in history else history.tail(0)
     at_selected = chosen.iloc[0] if len(chosen) else {}
-    project, published_model = published_key(record.name)
     theirs = published_row(record.name)
     row = {
         "model": record.name, "family": FAMILY[scheme], "backbone": cfg["model"],
@@ -154,7 +153,7 @@ def table_row(record) -> dict:
             row[f"{measure}_{label.lower().replace(' ', '_')}"] = values[measure]
     row.update({"test_n": test["n"], "train_seconds": m["train_seconds"],
                 "images_per_second": m.get("images_per_second"), "parameters": m.get("parameters"),
-                "published": f"{project}: {published_model}", "published_test_accuracy": theirs["test_accuracy"],
+                "published": f"{theirs['project']}: {theirs['model']}", "published_test_accuracy": theirs["test_accuracy"],
                 "published_sensitivity_covid": theirs["sensitivity_covid"]})
     return row
 
