@@ -29,9 +29,10 @@ test: $(BIN)/activate
 unit: $(BIN)/activate
 	$(BIN)/pytest tests
 
-# Measurements, not tests: each script prints a table and appends it to benchmarks/results.md.
+# Measurements, not tests: the input-pipeline and feature-cache budgets, printed and appended to
+# benchmarks/results.md. `$(BIN)/python benchmarks/budgets.py end-to-end` times make test and make run.
 bench: $(BIN)/activate
-	$(BIN)/python benchmarks/feature_cache.py
+	$(BIN)/python benchmarks/budgets.py
 
 lab: $(BIN)/activate
 	$(BIN)/jupyter lab notebooks/

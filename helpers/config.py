@@ -12,7 +12,8 @@ from pathlib import Path
 import keras
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT / "data"
+# Caches, splits and run records; CXR_WORK_DIR moves them (another disk, or a test's own folder).
+DATA_DIR = Path(os.environ.get("CXR_WORK_DIR") or ROOT / "data").expanduser()
 FIGURES_DIR = ROOT / "figures"
 SEED = 42
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -46,9 +48,14 @@ def cached_features(extractor, backbone: str, image_size: int, pretrained: bool,
         raise ValueError("Augmented views (view >= 1) need an augment layer.")
     path = cache_path(backbone, image_size, pretrained, frame, view)
     if path.exists():
-        with np.load(path, allow_pickle=False) as stored:
-            if stored["relpath"].tolist() == frame["relpath"].tolist():
-                return stored["features"]
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                if stored["relpath"].tolist() == frame["relpath"].tolist():
+                    return stored["features"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            # written atomically, so only a disk fault or a hand copy gets here: never trust a damaged file
+            warnings.warn(f"The feature cache {path} is damaged ({type(error).__name__}: {error}); "
+                          "computed again.", stacklevel=2)
     layer = data.project_augmentation(augment, seed + view) if view else None
     features = extract(extractor, frame, image_size, augment=layer, seed=seed + view,
                        desc=f"{backbone} features, view {view}")

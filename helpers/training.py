@@ -247,7 +247,7 @@ def _selected_epoch(history: pd.DataFrame) -> int | None:
     return int(history.loc[chosen[-1], "epoch"]) if len(chosen) else None
 
 
-def _compile(model: keras.Model, optimizer: str, learning_rate: float, decay_steps: int | None = None) -> None:
+def compile_model(model: keras.Model, optimizer: str, learning_rate: float, decay_steps: int | None = None) -> None:
     """Sparse categorical cross-entropy with Adam or the thesis's SGD (momentum 0.9, Nesterov);
     with ``decay_steps``, the learning rate follows a cosine decay to zero over that many steps."""
     rate = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps else learning_rate)
@@ -268,10 +268,16 @@ def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y
     history_file, backup, best = work / f"history{stage}.csv", work / f"backup{stage}", work / f"best{stage}.weights.h5"
     checkpoint = keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True,
                                                  save_weights_only=True)
-    if history_file.exists() and best.exists():  # resuming: remember the best loss seen before the interruption
-        checkpoint.best = float(pd.read_csv(history_file)["val_loss"].min())
+    resumed_at = _read_json(backup / "training_metadata.json").get("epoch", 0)
+    if resumed_at and history_file.exists() and best.exists():
+        # Resuming: the best loss among the epochs the backup holds. A later row in the CSV comes from an epoch
+        # cut short before its backup was saved; that epoch runs again, and so may its checkpoint.
+        earlier = pd.read_csv(history_file).query("epoch < @resumed_at")["val_loss"]
+        if len(earlier):
+            checkpoint.best = float(earlier.min())
+    # double_checkpoint: a backup cut short by a kill falls back to the one before it
     steps = [_EpochTimer(), keras.callbacks.CSVLogger(str(history_file), append=True), checkpoint,
-             keras.callbacks.BackupAndRestore(str(backup))]
+             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)]
     if exp.early_stopping:
         steps.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=exp.early_stopping))
     model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[*steps, *callbacks],
@@ -308,7 +314,7 @@ def _fit_scratch(exp, profile, split, work, callbacks, verbose):
     """A from-scratch net on images, augmented on the fly where the experiment says so."""
     train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
     model = models.build(exp.model, exp.image_size)
-    _compile(model, exp.optimizer, exp.learning_rate)
+    compile_model(model, exp.optimizer, exp.learning_rate)
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
     return model, history, n_train, None
 
@@ -324,7 +330,7 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
         return features_cache.cached_features(extractor, exp.model, exp.image_size, pretrained, rows, view=view,
                                               augment=exp.augment, seed=profile.seed)
 
-    _compile(top, optimizer, learning_rate)
+    compile_model(top, optimizer, learning_rate)
     history = pd.DataFrame(columns=HISTORY_COLUMNS)
     done = work / f"head{stage}.weights.h5"
     if done.exists():  # stage finished in an interrupted earlier attempt
@@ -359,7 +365,7 @@ def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
     backbones.unfreeze_for_fine_tuning(extractor)  # everything but batch norm, which keeps ImageNet statistics
     train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
     decay = exp.epochs * len(train_ds) if exp.cosine else None
-    _compile(model, exp.optimizer, exp.learning_rate, decay)
+    compile_model(model, exp.optimizer, exp.learning_rate, decay)
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
     if len(head_history):
         history = pd.concat([head_history.assign(stage="head"),

@@ -19,7 +19,7 @@ def isolated_data_dir(tmp_path, monkeypatch):
     data_dir = tmp_path / "project-data"
     monkeypatch.setattr(config, "DATA_DIR", data_dir)
     monkeypatch.setattr(config, "FIGURES_DIR", tmp_path / "project-figures")
-    for name in ("CXR_DATA_DIR", "CXR_WEIGHTS_DIR", "CXR_PROFILE"):
+    for name in ("CXR_DATA_DIR", "CXR_WEIGHTS_DIR", "CXR_PROFILE", "CXR_WORK_DIR"):
         monkeypatch.delenv(name, raising=False)
     return data_dir
 

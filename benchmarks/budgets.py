@@ -1,0 +1,202 @@
+"""The series' performance budgets, measured on this machine and compared as ratios within one run.
+
+    python benchmarks/budgets.py               # make bench: input pipeline and feature cache (about 5 min)
+    python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (about 70 min)
+
+Components (``make bench``):
+
+- input pipeline: training images per second of a run's model fed by the real ``tf.data`` pipeline (decode,
+  cache, shuffle, augmentation) against the same batches already in memory as NumPy arrays. Budget: >= 90 %.
+- feature cache: seconds per epoch of an EC head on cached features against running the frozen base. Budget:
+  >= 10x.
+
+End to end: clones the repository into a temporary folder, runs ``make test`` there (environment creation
+included; budget < 20 min, of which the notebooks < 10 min) and then ``make run`` one notebook at a time (budget
+< 60 min in all, peak memory < 6 GB), taking wall time and peak resident memory of each command from ``wait4``.
+The clone's executed notebooks and figures are left in place for the caller to copy back (``--keep``).
+
+Every run prints a Markdown table and appends it, with the machine and the date, to ``benchmarks/results.md``.
+Measurements, not tests: the numbers vary with the machine; compare the ratios within one entry.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results.md"
+GB = 1024 ** 3
+
+
+def machine() -> str:
+    """One line naming the machine, for the heading of a results entry."""
+    import keras
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return (f"{date.today()}, {platform.node()} ({os.cpu_count()} cores, {memory:.0f} GB, {platform.machine()}, "
+            f"no GPU), Python {platform.python_version()}, keras {keras.__version__}")
+
+
+def record(title: str, lines: list[str]) -> None:
+    """Print an entry and append it to benchmarks/results.md."""
+    text = "\n".join([f"### {title}: {machine()}", "", *lines, ""])
+    print(text)
+    with RESULTS.open("a") as handle:
+        handle.write(text + "\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------------
+
+def trainable_model(exp, profile):
+    """The model a run trains on images, compiled as the run compiles it (scratch, or the whole fine-tuned net)."""
+    from helpers import backbones, models, training
+
+    if exp.scheme == "scratch":
+        model = models.build(exp.model, exp.image_size)
+    else:
+        extractor, _ = backbones.feature_extractor(exp.model, exp.image_size, allow_random=True)
+        model = backbones.classifier(extractor, backbones.head(extractor.output_shape[-1], exp.head,
+                                                               seed=profile.seed))
+        backbones.unfreeze_for_fine_tuning(extractor)
+    training.compile_model(model, exp.optimizer, exp.learning_rate)
+    return model
+
+
+def pipeline_rates(run: str, images: int, epochs: int) -> dict:
+    """Images/s of ``run``'s model (cpu profile) on the real pipeline and on the same batches in memory.
+
+    The two are timed alternately, one epoch each, after a warm-up epoch of each (which also fills the
+    pipeline's cache of decoded images, as the first epoch of a real run does); medians are reported.
+    """
+    from helpers import config, data, experiments
+
+    profile = config.current("cpu")
+    exp = experiments.experiment(run, profile)
+    index = data.index_dataset(data.find_dataset(), progress=False)
+    split = data.load_split(index, exp.protocol, profile)
+    rows = split[split["split"] == "train"].sample(images, random_state=profile.seed)
+    pipeline = data.make_dataset(rows, exp.image_size, exp.batch_size, training=True, seed=profile.seed,
+                                 augment=data.project_augmentation(exp.augment, profile.seed))
+    batches = list(pipeline.as_numpy_iterator())  # the same augmented batches, held in memory
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    model = trainable_model(exp, profile)
+
+    def timed(fit) -> float:
+        start = time.perf_counter()
+        fit()
+        return images / (time.perf_counter() - start)
+
+    from_pipeline = lambda: model.fit(pipeline, epochs=1, verbose=0)  # noqa: E731
+    from_memory = lambda: model.fit(x, y, batch_size=exp.batch_size, epochs=1, shuffle=False, verbose=0)  # noqa: E731
+    timed(from_pipeline), timed(from_memory)
+    rates = [(timed(from_pipeline), timed(from_memory)) for _ in range(epochs)]
+    tf_rate, memory_rate = (float(np.median(r)) for r in zip(*rates))
+    return {"run": run, "size": exp.image_size, "augment": exp.augment, "images": images,
+            "pipeline": tf_rate, "memory": memory_rate, "ratio": tf_rate / memory_rate}
+
+
+def cache_speedup(images: int, epochs: int) -> dict:
+    """Seconds per epoch of the EC head on cached SqueezeNet features against the frozen base run each epoch."""
+    from helpers import backbones, config, data, features
+
+    profile = config.current("cpu")
+    index = data.index_dataset(data.find_dataset(), progress=False)
+    split = data.load_split(index, "thesis", profile)
+    rows = split[split["split"] == "train"].head(images)
+    extractor, pretrained = backbones.feature_extractor("squeezenet", 224, allow_random=True)
+    return {**features.epoch_seconds_with_and_without_cache(extractor, rows, 224, epochs=epochs),
+            "weights": "ImageNet" if pretrained else "random init"}
+
+
+def components(args) -> None:
+    pipelines = [pipeline_rates("squeezenet_ft", args.images, args.epochs),
+                 pipeline_rates("polazaro_baseline", args.images * 2, args.epochs)]
+    cache = cache_speedup(args.images * 2, args.epochs)
+    yes = {True: "yes", False: "**no**"}
+    lines = ["| budget | measured | target | met |", "|---|---|---|---|"]
+    for p in pipelines:
+        lines.append(f"| `{p['run']}` ({p['size']} px, augmentation: {p['augment'] or 'none'}): tf.data rate / "
+                     f"in-memory rate | {p['ratio']:.0%} ({p['pipeline']:.1f} vs {p['memory']:.1f} img/s, "
+                     f"{p['images']} images) | >= 90 % | {yes[p['ratio'] >= 0.9]} |")
+    lines.append(f"| EC head per epoch: frozen base / cached features (SqueezeNet, {cache['weights']}, 224 px, "
+                 f"{cache['images']} images) | {cache['speedup']:.0f}x ({cache['base_epoch_s']:.2f} s vs "
+                 f"{cache['cached_epoch_s']:.3f} s; the cache costs {cache['build_cache_s']:.1f} s once) | >= 10x | "
+                 f"{yes[cache['speedup'] >= 10]} |")
+    record("Budgets: input pipeline and feature cache",
+           [f"Median of {args.epochs} epochs after a warm-up epoch, batch 32, cpu profile settings.", "", *lines])
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end
+# --------------------------------------------------------------------------------------------------
+
+def timed_command(command: list[str], cwd: Path, env: dict, log) -> tuple[float, float, int]:
+    """Run ``command``; wall minutes, peak resident GB of the largest process in its tree, exit status."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return (time.perf_counter() - start) / 60, usage.ru_maxrss * 1024 / GB, child.returncode
+
+
+def end_to_end(args) -> None:
+    target = Path(args.keep or tempfile.mkdtemp(prefix="cxr-e2e-")) / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(target)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_PROFILE")}
+    log_path = target.parent / "end-to-end.log"
+    rows = []
+    with log_path.open("w") as log:
+        # pytest lists every test's duration: the notebook cells' share of `make test` is summed from it
+        minutes, peak, status = timed_command(["make", "test"], target,
+                                              {**env, "PYTEST_ADDOPTS": "--durations=0 --durations-min=0"}, log)
+        log.flush()
+        text = log_path.read_text()
+        summary = re.findall(r"=+ (.*) in [\d.]+s", text)
+        cells = sum(float(s) for s in re.findall(r"^([\d.]+)s \w+ +notebooks/", text, flags=re.M)) / 60
+        rows.append(("`make test` from a fresh clone (environment creation included)", minutes, peak, status,
+                     f"{summary[-1] if summary else ''}; notebooks through nbval: {cells:.1f} min"))
+        notebooks = sorted((target / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        run_minutes, run_peak = 0.0, 0.0
+        for notebook in notebooks:
+            minutes, peak, status = timed_command(["make", "run", f"NOTEBOOKS=notebooks/{notebook.name}"],
+                                                  target, env, log)
+            rows.append((f"`make run`: {notebook.stem}", minutes, peak, status, ""))
+            run_minutes, run_peak = run_minutes + minutes, max(run_peak, peak)
+            if status:
+                break
+        rows.append(("`make run` (cpu profile, all six notebooks, no run records at the start)", run_minutes,
+                     run_peak, max(r[3] for r in rows[1:]), ""))
+    lines = ["| command | wall time (min) | peak memory (GB) | exit | notes |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {m:.1f} | {p:.1f} | {s} | {note} |" for name, m, p, s, note in rows]
+    lines += ["", "Budgets: `make test` < 20 min; `make run` < 60 min with peak memory < 6 GB. Peak memory is the "
+              "largest single process (a notebook's kernel), from `wait4`.", f"Clone and log: `{target.parent}`."]
+    record("Budgets: end to end", lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="?", choices=["components", "end-to-end"], default="components")
+    parser.add_argument("--images", type=int, default=320, help="training images per epoch (doubled for the "
+                        "faster polazaro baseline and the cache)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--keep", help="end-to-end: folder to clone into and keep (default: a temporary one)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    components(args) if args.what == "components" else end_to_end(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The series as a whole under bad conditions: a run killed mid-epoch, a rerun, a dataset full of problems.
+
+Training here happens in child processes started the way a notebook kernel starts: with ``CXR_DATA_DIR``,
+``CXR_WORK_DIR`` and ``CXR_PROFILE`` set, so the helpers see the same configuration a user's run does.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_first_release, make_release, write_png
+from helpers import config, training
+
+REPO = config.ROOT
+TIMING = {"train_seconds", "images_per_second", "peak_memory_mb"}  # honest to differ between two runs
+
+# A training run as a notebook kernel makes it; optionally it stops for good after the first batch of epoch 2.
+TRAIN_SCRIPT = """
+import sys, time
+from dataclasses import replace
+from pathlib import Path
+import keras
+from helpers import config, data, experiments, training
+
+log, hang = Path(sys.argv[1]), sys.argv[2] == "hang"
+profile = config.current()
+exp = replace(experiments.experiment("polazaro_baseline", profile), epochs=3, batch_size=8)
+split = data.load_split(data.index_dataset(data.find_dataset(), progress=False), exp.protocol, profile)
+
+class Probe(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        with log.open("a") as handle:
+            handle.write(f"{epoch}\\n")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if hang and self.epoch == 1 and batch == 0:
+            log.with_suffix(".mid-epoch").touch()
+            time.sleep(600)  # the test kills the process here, in the middle of an epoch
+
+training.train(exp, profile, split, callbacks=[Probe()], verbose=0)
+"""
+
+RUNS_SCRIPT = """
+import sys
+from helpers import config, training
+profile = config.current()
+for name in sys.argv[1:]:
+    training.get_or_train(name, profile, verbose=0)
+"""
+
+
+def child_env(dataset: Path, work: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    return {**env, "CXR_DATA_DIR": str(dataset), "CXR_WORK_DIR": str(work), "CXR_PROFILE": "quick",
+            "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run_child(script: str, args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=REPO, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_a_run_killed_mid_epoch_resumes_and_ends_with_a_complete_record(tmp_path):
+    dataset = make_release(tmp_path / "dataset", counts={"COVID": 14, "Normal": 14, "Viral Pneumonia": 14})
+    env, log = child_env(dataset, tmp_path / "work"), tmp_path / "epochs.log"
+    runs = tmp_path / "work" / "runs" / "quick"
+
+    child = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(log), "hang"], env=env, cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not log.with_suffix(".mid-epoch").exists():
+        assert child.poll() is None, child.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the child never reached the middle of epoch 2"
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)  # no clean-up code runs: as when a laptop loses power
+    child.wait()
+    assert not (runs / "polazaro_baseline").exists(), "a killed run must leave no record"
+    assert (runs / "polazaro_baseline.partial" / "backup").is_dir()
+
+    run_child(TRAIN_SCRIPT, [str(log), "go"], env)
+    assert log.read_text().split() == ["0", "1", "1", "2"]  # the killed epoch 2 (index 1) runs again, not epoch 1
+    record = training.read_record(runs / "polazaro_baseline")
+    assert record.history["epoch"].tolist() == [0, 1, 2]
+    assert record.metrics["epochs_run"] == 3 and record.metrics["test"]["n"] == len(record.test_predictions())
+    assert sorted(p.name for p in runs.iterdir()) == ["polazaro_baseline"]  # no .partial, .tmp or .old left
+
+
+def test_the_quick_profile_twice_gives_identical_splits_and_metrics(tmp_path):
+    dataset = make_release(tmp_path / "dataset", counts={"COVID": 14, "Normal": 14, "Viral Pneumonia": 14},
+                           duplicates=2)
+    runs = ["polazaro_baseline_aug", "squeezenet_ft2"]  # augmentation, oversampling, cached views, fine-tuning
+    for attempt in ("first", "second"):
+        run_child(RUNS_SCRIPT, runs, child_env(dataset, tmp_path / attempt))
+
+    def splits(attempt):
+        return {p.name: p.read_bytes() for p in (tmp_path / attempt / "splits").iterdir()}
+
+    assert splits("first") == splits("second") and len(splits("first")) == 2
+    for name in runs:
+        first, second = (training.read_record(tmp_path / a / "runs" / "quick" / name) for a in ("first", "second"))
+        drop = lambda metrics: {k: v for k, v in metrics.items() if k not in TIMING}  # noqa: E731
+        assert drop(first.metrics) == drop(second.metrics), name
+        pd.testing.assert_frame_equal(first.predictions, second.predictions)
+        pd.testing.assert_frame_equal(first.history.drop(columns="epoch_seconds"),
+                                      second.history.drop(columns="epoch_seconds"))
+
+
+def make_problem_release(root: Path) -> Path:
+    """A release-layout copy with every problem a user's download can have, and what a reader should count."""
+    base = make_release(root, counts={"COVID": 14, "Normal": 14, "Viral Pneumonia": 14})
+    covid, normal, viral = (base / c / "images" for c in ("COVID", "Normal", "Viral Pneumonia"))
+    write_png(covid / "COVID-15.png", seed=1, mode="I;16")             # 16-bit
+    write_png(normal / "Normal (15).png", seed=2, mode="RGBA")         # RGBA, spaces and parentheses
+    write_png(viral / "Viral Pneumonia (copy) 15.png", seed=3, size=(57, 31), mode="P")  # odd size, palette
+    (covid / "COVID-16.png").write_bytes((covid / "COVID-1.png").read_bytes()[:60])  # corrupt (truncated)
+    (normal / "notes.txt").write_text("not an image")                  # non-image file
+    for folder in base.glob("Lung_Opacity/images/*.png"):              # an empty class folder
+        folder.unlink()
+    return base
+
+
+def test_a_dataset_with_problems_runs_through_notebook_01_and_training(tmp_path):
+    base = make_problem_release(tmp_path / "dataset")
+    env = child_env(base, tmp_path / "work")
+    executed = tmp_path / "01.ipynb"
+    result = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                             "--ExecutePreprocessor.timeout=600", "--output", str(executed),
+                             str(REPO / "notebooks" / "01_data_exploration.ipynb")],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = json.loads(executed.read_text())["cells"]
+    printed = "\n".join(out.get("text", "") if isinstance(out.get("text", ""), str) else "".join(out["text"])
+                        for cell in cells if cell["cell_type"] == "code" for out in cell["outputs"])
+    assert "45 readable images; 2 file(s) left out" in printed  # 15 per class; the corrupt PNG and the .txt
+    assert "COVID-16.png: cannot be read as an image" in printed and "notes.txt: not an image file" in printed
+    assert "COVID 15 of 3616" in printed and "Viral Pneumonia 15 of 1345" in printed
+
+    run_child(RUNS_SCRIPT, ["polazaro_baseline"], env)
+    record = training.read_record(tmp_path / "work" / "runs" / "quick" / "polazaro_baseline")
+    assert len(record.predictions) + record.metrics["train_images"] == 45
+    trained_on = pd.read_csv(next((tmp_path / "work" / "splits").glob("polazaro-*.csv")))
+    assert {"COVID/images/COVID-15.png", "Normal/images/Normal (15).png",
+            "Viral Pneumonia/images/Viral Pneumonia (copy) 15.png"} <= set(trained_on["relpath"])
+
+
+def test_the_first_release_layout_runs_through_training(tmp_path):
+    base = make_first_release(tmp_path / "dataset", n=14)
+    run_child(RUNS_SCRIPT, ["polazaro_baseline"], child_env(base, tmp_path / "work"))
+    record = training.read_record(tmp_path / "work" / "runs" / "quick" / "polazaro_baseline")
+    assert len(record.predictions) + record.metrics["train_images"] == 42
+    assert record.predictions["relpath"].str.contains(r"\(\d+\)\.png$").all()  # "COVID-19 (k).png" names
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-a-zip"])
+def test_a_damaged_feature_cache_is_computed_again_not_read(tmp_path, damage):
+    from helpers import backbones, data, features
+
+    base = make_release(tmp_path / "dataset", counts={"COVID": 4, "Normal": 4, "Viral Pneumonia": 4})
+    rows = data.index_dataset(base, progress=False)
+    extractor, _ = backbones.feature_extractor("squeezenet", 96, allow_random=True)
+    good = features.cached_features(extractor, "squeezenet", 96, False, rows)
+    path = features.cache_path("squeezenet", 96, False, rows, 0)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"half a file")
+    with pytest.warns(UserWarning, match="computed again"):
+        again = features.cached_features(extractor, "squeezenet", 96, False, rows)
+    assert (again == good).all()
+    assert path.read_bytes() == raw  # rewritten whole
