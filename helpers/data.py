@@ -427,7 +427,8 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, train
         def maybe_augment(images, labels, flags):  # then keep the unflagged rows as they were
             augmented = tf.clip_by_value(augment(images, training=True), 0.0, 255.0)
             return tf.where(flags[:, None, None, None], augmented, images), labels, flags
-        ds = ds.map(maybe_augment, num_parallel_calls=tf.data.AUTOTUNE)
+        # Serially: the layers' random state advances batch by batch in order, so a rerun draws the same.
+        ds = ds.map(maybe_augment)
     ds = ds.map(lambda images, labels, flags: (tf.image.grayscale_to_rgb(images), labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if preprocess is not None:
