@@ -1,12 +1,13 @@
 """The series' performance budgets, measured on this machine and compared as ratios within one run.
 
-    python benchmarks/budgets.py               # make bench: input pipeline and feature cache (about 5 min)
-    python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (about 70 min)
+    python benchmarks/budgets.py               # make bench: input pipeline and feature cache (about 3 min)
+    python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (about 63 min)
 
 Components (``make bench``):
 
 - input pipeline: training images per second of a run's model fed by the real ``tf.data`` pipeline (decode,
-  cache, shuffle, augmentation) against the same batches already in memory as NumPy arrays. Budget: >= 90 %.
+  cache, shuffle, augmentation) against the same batches already in memory as tensors, timed in alternating
+  pairs of epochs. Budget: >= 90 %.
 - feature cache: seconds per epoch of an EC head on cached features against running the frozen base. Budget:
   >= 10x.
 
