@@ -175,8 +175,7 @@ def end_to_end(args) -> None:
     with log_path.open("w") as log:
         if args.no_test:  # make run alone (make test's clone, minus the test run)
             subprocess.run(["make", ".venv/bin/activate"], cwd=target, env=env, stdout=log, check=True)
-        # pytest lists every test's duration: the notebook cells' share of `make test` is summed from it
-        else:
+        else:  # pytest lists every test's duration: the notebook cells' share of `make test` is summed from it
             minutes, peak, status = timed_command(["make", "test"], target,
                                                   {**env, "PYTEST_ADDOPTS": "--durations=0 --durations-min=0"}, log)
             log.flush()
@@ -186,16 +185,16 @@ def end_to_end(args) -> None:
             rows.append(("`make test` from a fresh clone (environment creation included)", minutes, peak, status,
                          f"{summary[-1] if summary else ''}; notebooks through nbval: {cells:.1f} min"))
         notebooks = sorted((target / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-        run_minutes, run_peak = 0.0, 0.0
+        run_minutes, run_peak, status = 0.0, 0.0, 0
         for notebook in notebooks:
             minutes, peak, status = timed_command(["make", "run", f"NOTEBOOKS=notebooks/{notebook.name}"],
                                                   target, env, log)
             rows.append((f"`make run`: {notebook.stem}", minutes, peak, status, ""))
             run_minutes, run_peak = run_minutes + minutes, max(run_peak, peak)
-            if status:
+            if status:  # the run stops at the first failing notebook, so its status is the whole run's
                 break
         rows.append(("`make run` (cpu profile, all six notebooks, no run records at the start)", run_minutes,
-                     run_peak, max(r[3] for r in rows if r[0].startswith("`make run`:")), ""))
+                     run_peak, status, ""))
     lines = ["| command | wall time (min) | peak memory (GB) | exit | notes |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {m:.1f} | {p:.1f} | {s} | {note} |" for name, m, p, s, note in rows]
     lines += ["", "Budgets: `make test` < 20 min; `make run` < 60 min with peak memory < 6 GB. Peak memory is the "
