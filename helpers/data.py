@@ -436,24 +436,36 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, train
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def layer_seeds(seed: int, count: int) -> list[int]:
+    """``count`` independent seeds derived from ``seed`` (NumPy ``SeedSequence.spawn``).
+
+    Each Keras random layer draws from its own ``SeedGenerator``; layers given one seed draw the same numbers in
+    lockstep (a flipped image was almost always also darker and zoomed less). Spawned seeds are unrelated to
+    each other and to those spawned from any other ``seed``, so augmented feature views stay independent too.
+    """
+    return [int(child.generate_state(1)[0] >> 1) for child in np.random.SeedSequence(seed).spawn(count)]
+
+
 def augmentation(flip: bool = True, rotation: float = 0.0, zoom: tuple | float | None = None,
                  brightness: float | None = None, seed: int = config.SEED):
-    """A Keras ``Sequential`` of preprocessing layers for images in [0, 255].
+    """A Keras ``Sequential`` of preprocessing layers for images in [0, 255], each layer with its own seed.
 
     thesis: ``augmentation(zoom=(0.0, 0.2), brightness=0.2)`` (flip, zoom out up to 20 %, brightness);
     polazaro: ``augmentation(rotation=15 / 360)`` (flip, rotation within +-15 degrees).
     """
     import keras
 
+    seeds = iter(layer_seeds(seed, 4))  # one per possible layer, in a fixed order
+    flip_seed, rotation_seed, zoom_seed, brightness_seed = (next(seeds) for _ in range(4))
     layers = []
     if flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        layers.append(keras.layers.RandomFlip("horizontal", seed=flip_seed))
     if rotation:
-        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed))
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=rotation_seed))
     if zoom is not None:
-        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed))
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=zoom_seed))
     if brightness:
-        layers.append(keras.layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed))
+        layers.append(keras.layers.RandomBrightness(brightness, value_range=(0, 255), seed=brightness_seed))
     return keras.Sequential(layers, name="augmentation")
 
 

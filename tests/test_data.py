@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from helpers import config, data
 from conftest import make_first_release, make_release, write_png
@@ -302,3 +303,34 @@ def test_left_out_images_exclude_the_protocol_and_copies_of_its_images(tmp_path,
     sample = data.left_out(index, "thesis", max_per_class=3)
     assert sample.groupby("label").size().to_dict() == {c: 3 for c in data.CLASSES}
     assert sample.equals(data.left_out(index, "thesis", max_per_class=3))  # seeded
+
+
+def _augmentation_draws(tmp_path, kind: str, n: int = 2048, size: int = 64) -> pd.DataFrame:
+    """Push ``n`` copies of one grey image with a bright blob off centre through the training pipeline with a
+    project's augmentation, and read back what each layer drew: flip (blob left or right of centre), rotation
+    (blob's angle), zoom (blob's distance from the centre) and brightness (level of the flat centre)."""
+    image = np.full((size, size), 100, np.uint8)
+    image[19:22, 43:46] = 255  # above and right of centre
+    path = tmp_path / "probe.png"
+    Image.fromarray(image).save(path)
+    frame = pd.DataFrame({"path": [str(path)] * n, "class_id": 0})
+    ds = data.make_dataset(frame, size, 256, training=True, shuffle=False, augment=data.project_augmentation(kind))
+    out = np.concatenate([images.numpy()[..., 0] for images, _ in ds])
+    level = out[:, 28:36, 28:36].mean(axis=(1, 2))
+    weight = np.clip(out - level[:, None, None] - 40, 0, None)
+    rows, cols = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    dr = (weight * rows).sum(axis=(1, 2)) / weight.sum(axis=(1, 2))
+    dc = (weight * cols).sum(axis=(1, 2)) / weight.sum(axis=(1, 2))
+    return pd.DataFrame({"flip": (dc < 0).astype(float), "rotation": np.arctan2(dr, np.abs(dc)),
+                         "zoom": np.hypot(dr, dc), "brightness": level - 100})
+
+
+@pytest.mark.parametrize("kind, layers", [("thesis", ["flip", "zoom", "brightness"]),
+                                          ("polazaro", ["flip", "rotation"])])
+def test_each_augmentation_layer_draws_independently(tmp_path, kind, layers):
+    # One seed for every layer made the draws move in lockstep (|r| 0.73-0.94 between flip, zoom and brightness).
+    draws = _augmentation_draws(tmp_path, kind)[layers]
+    assert (draws.std() > 0).all(), "every layer must actually vary"
+    correlation = draws.corr().abs().to_numpy()
+    off_diagonal = correlation[~np.eye(len(layers), dtype=bool)]
+    assert off_diagonal.max() < 0.1, draws.corr().round(3)
