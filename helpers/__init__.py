@@ -1,7 +1,16 @@
-"""Thin helpers shared by the notebooks: config, data, plots (and, as the series grows, models, training...)."""
+"""Thin helpers shared by the notebooks: config, data, models, training, explain, plots, results..."""
 import os
 import sys
 
+# The helpers use tf.data and tf.GradientTape, so Keras must run on TensorFlow: set it before Keras is imported
+# (the variable also overrides a backend chosen in ~/.keras/keras.json).
+if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    raise ImportError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}, but the helpers need the TensorFlow "
+                      "backend (tf.data pipelines, GradientTape). Unset it or set KERAS_BACKEND=tensorflow.")
+os.environ["KERAS_BACKEND"] = "tensorflow"
+if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorflow":
+    raise ImportError("Keras was imported before the helpers with another backend; import helpers first, or "
+                      "set KERAS_BACKEND=tensorflow, and restart the kernel.")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines are noise in a notebook
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from . import config
+from . import config, models
 
 @keras.saving.register_keras_serializable(package="cxr")
 class BackbonePreprocess(layers.Layer):
@@ -141,13 +141,15 @@ def _missing_weights_message(name: str, filename: str, error: Exception) -> str:
             f"Put the file in one of those folders (Keras's own name for it), or run where downloads work.")
 
 
-def backbone(name: str, image_size: int, *, allow_random: bool = False) -> tuple[keras.Model, bool]:
+def backbone(name: str, image_size: int, *, allow_random: bool = False, weights: bool = True
+             ) -> tuple[keras.Model, bool]:
     """The convolutional base ``name`` (no top) for ``image_size`` inputs, and whether it is ImageNet-trained.
 
     Weights come from a local file first (``CXR_WEIGHTS_DIR``, then ``data/weights/``), else from Keras's
     download (``weights="imagenet"``; for SqueezeNet, the keras-squeezenet release, checked by MD5). When both
     fail the error names the missing file, unless ``allow_random`` (the quick profile): then the base keeps
     its random initialisation and the second value is False, so every output can say "random init".
+    ``weights=False`` builds the random base without looking for weights (to fingerprint the architecture).
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; known: {', '.join(BACKBONES)}.")
@@ -155,6 +157,11 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False) -> tuple
     if image_size < min_size:
         raise ValueError(f"{name} needs inputs of at least {min_size} px, got {image_size}.")
     local = local_weights(filename)
+    if not weights:
+        if name == "squeezenet":
+            return squeezenet_base(image_size), False
+        return getattr(keras.applications, app)(include_top=False, weights=None,
+                                                 input_shape=(image_size, image_size, 3)), False
     if name == "squeezenet":
         base = squeezenet_base(image_size)
         try:
@@ -192,24 +199,25 @@ HEADS = {
 
 
 def head(features: int, kind: str = "v2reg", num_classes: int = 3, seed: int = config.SEED) -> keras.Model:
-    """A thesis head on a pooled feature vector of length ``features`` (see ``HEADS``)."""
+    """A thesis head on a pooled feature vector of length ``features`` (see ``HEADS``). Its class scores
+    (``logits``) and their softmax (``predictions``) are separate layers, so Grad-CAM can address the scores."""
     if kind not in HEADS:
         raise ValueError(f"Unknown head {kind!r}; known: {', '.join(HEADS)}.")
     inputs = keras.Input((features,), name="features")
     x = inputs
     for item in HEADS[kind]:
         x = layers.Dropout(0.5, seed=seed)(x) if item == "dropout" else layers.Dense(item, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"head_{kind}")
+    return keras.Model(inputs, models.class_scores(x, num_classes), name=f"head_{kind}")
 
 
-def feature_extractor(name: str, image_size: int, *, allow_random: bool = False) -> tuple[keras.Model, bool]:
+def feature_extractor(name: str, image_size: int, *, allow_random: bool = False, weights: bool = True
+                      ) -> tuple[keras.Model, bool]:
     """[0, 255] images -> the backbone's preprocessing -> base (inference mode) -> global average pooling.
 
     The base is called with ``training=False`` (the Keras transfer-learning recipe); for fine-tuning, use
     ``unfreeze_for_fine_tuning``, which also freezes batch norm. Returns the model and whether it is pretrained.
     """
-    base, pretrained = backbone(name, image_size, allow_random=allow_random)
+    base, pretrained = backbone(name, image_size, allow_random=allow_random, weights=weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = BackbonePreprocess(BACKBONES[name][1], name="preprocess")(inputs)
     x = base(x, training=False)

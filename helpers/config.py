@@ -6,7 +6,8 @@ knows which profile produced the outputs in front of them. ``CXR_PROFILE`` picks
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -20,15 +21,27 @@ SEED = 42
 
 @dataclass(frozen=True)
 class Profile:
-    """How much data, which input size and how many epochs a run uses; where it writes."""
+    """How much compute a profile spends and where it writes; what differs between profiles lives here.
+
+    The runs themselves (model, input size, epochs, ...) are ``experiments.experiment(name, profile)``: it
+    applies ``run_settings`` (per run name, else per scheme) and the quick profile's caps to the published runs,
+    and ``experiments.settings_table`` prints what each run of a notebook really uses.
+    """
 
     name: str
     description: str
-    image_size: int
-    epochs: int
-    batch_size: int
     max_per_class: int | None = None  # cap per class after the protocol's own selection (quick only)
     seed: int = SEED
+    backbones: tuple[str, ...] = ("squeezenet",)  # backbones that get EC / FT runs
+    progression_backbone: str = "squeezenet"      # the backbone of the thesis's V0-V3 progression
+    allow_random_weights: bool = False  # a backbone without ImageNet weights: error (False) or random init
+    figures_subdir: str | None = ""     # "" -> the committed figures/; "x" -> figures/x; None -> the runs folder
+    run_settings: Mapping[str, Mapping] = field(default_factory=dict)  # run name or scheme -> changed fields
+    image_sizes: Mapping[str, int] = field(default_factory=dict)  # family (scratch, EC, FT) -> input size
+    max_epochs: int | None = None        # cap on every stage's epochs (quick)
+    max_views: int | None = None         # cap on cached augmented views per image (quick)
+    batch_size: int | None = None        # one batch size for every run (quick)
+    early_stopping: bool = True          # False: runs go their full (capped) length
 
     @property
     def runs_dir(self) -> Path:
@@ -37,12 +50,10 @@ class Profile:
 
     @property
     def figures_dir(self) -> Path:
-        """Committed ``figures/`` for the cpu profile; never touched by the quick smoke run."""
-        if self.name == "cpu":
-            return FIGURES_DIR
-        if self.name == "quick":
+        """Where ``plots.save`` and the results table write (the committed ``figures/`` for the cpu profile)."""
+        if self.figures_subdir is None:
             return self.runs_dir / "figures"
-        return FIGURES_DIR / self.name
+        return FIGURES_DIR / self.figures_subdir
 
     @property
     def splits_dir(self) -> Path:
@@ -53,10 +64,13 @@ class Profile:
         return DATA_DIR / "cache"
 
     def summary(self) -> str:
+        """One line: the profile, its data cap and seed, the Keras stack and where figures go. The settings of
+        the runs themselves are printed by ``experiments.settings_table``."""
         cap = "all images" if self.max_per_class is None else f"<= {self.max_per_class} images/class"
-        return (f"profile={self.name} ({self.description}) | {cap} | {self.image_size}px | "
-                f"epochs={self.epochs} | batch={self.batch_size} | seed={self.seed} | "
-                f"keras {keras.__version__} ({keras.backend.backend()}) | figures -> {short_path(self.figures_dir)}")
+        weights = "random init where ImageNet weights are missing" if self.allow_random_weights else "ImageNet"
+        return (f"profile={self.name} ({self.description}) | {cap} | seed={self.seed} | backbones: "
+                f"{', '.join(self.backbones)} ({weights}) | keras {keras.__version__} ({keras.backend.backend()})"
+                f" | figures -> {short_path(self.figures_dir)}")
 
 
 def short_path(path: Path) -> str:
@@ -67,13 +81,28 @@ def short_path(path: Path) -> str:
         return str(path)
 
 
+ALL_BACKBONES = ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet")
 PROFILES = {
-    "quick": Profile("quick", "smoke test: every code path, tiny data", image_size=72, epochs=1,
-                     batch_size=16, max_per_class=40),
-    "cpu": Profile("cpu", "default: a 2-core laptop in about an hour", image_size=224, epochs=10,
-                   batch_size=32),
-    "full": Profile("full", "the thesis as written: 20 epochs at 224 px, needs a GPU", image_size=224,
-                    epochs=20, batch_size=32),
+    "quick": Profile(
+        "quick", "smoke test: every code path, tiny data", max_per_class=40, backbones=ALL_BACKBONES,
+        allow_random_weights=True, figures_subdir=None,
+        image_sizes={"scratch": 64,  # a multiple of 32 (Red David pools five times)
+                     "EC": 96, "FT": 96},  # InceptionV3 needs at least 75 px, Xception 71
+        max_epochs=1, max_views=1, batch_size=16, early_stopping=False),
+    "cpu": Profile(
+        "cpu", "default: a 2-core laptop in about an hour",
+        # what a 2-core laptop affords (training speeds measured in notebook 02): smaller inputs, fewer epochs
+        run_settings={
+            "polazaro_baseline": {"image_size": 128, "epochs": 15},
+            "polazaro_baseline_aug": {"image_size": 128, "epochs": 15},
+            "polazaro_inception_aug": {"image_size": 128, "epochs": 8},
+            "red_david": {"image_size": 96, "epochs": 10},
+            "red_alberto": {"image_size": 96, "epochs": 8},  # at most the 8 epochs the thesis's early stopping ran
+            "ft": {"epochs": 8}, "ft2": {"epochs": 8},  # fine-tuning at 224 px is the costly part
+        }),
+    "full": Profile(
+        "full", "the thesis as written: published epochs and 224 px, needs a GPU and ImageNet weights",
+        backbones=ALL_BACKBONES, progression_backbone="densenet121", figures_subdir="full"),
 }
 DEFAULT_PROFILE = "cpu"
 

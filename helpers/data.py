@@ -10,6 +10,7 @@ The flow every notebook uses::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import warnings
@@ -22,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from . import config
+from .files import atomic_write
 
 CLASSES = ("COVID", "Normal", "Viral Pneumonia")  # fixed order: class ids 0, 1, 2 as in both projects
 OPTIONAL_CLASSES = ("Lung_Opacity",)
@@ -230,11 +232,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write a CSV under a temporary name, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,12 +322,14 @@ def load_split(index: pd.DataFrame, protocol: str, profile: config.Profile, *, d
                ) -> pd.DataFrame:
     """The protocol's split for this profile: read from ``data/splits/`` when it exists, else made and saved.
 
-    The file name carries the protocol, the cap, the seed and a fingerprint of the images chosen, so a
-    different dataset copy never reuses another's split, while every notebook and rerun on the same data
-    sees the identical test set.
+    The file name carries the protocol, the cap, the seed and a fingerprint of the images chosen and of the
+    protocol's definition (shares, stratification), so a different dataset copy or a changed protocol never
+    reuses another's split, while every notebook and rerun on the same data sees the identical test set.
     """
     images = select_protocol(index, protocol, profile.max_per_class)
-    fingerprint = hashlib.sha256("".join(sorted(images["sha256"] + images["label"])).encode()).hexdigest()[:10]
+    definition = json.dumps(_protocol(protocol), sort_keys=True)
+    fingerprint = hashlib.sha256((definition + "".join(sorted(images["sha256"] + images["label"]))).encode()
+                                 ).hexdigest()[:10]
     cap = profile.max_per_class or "all"
     path = Path(directory or profile.splits_dir) / f"{protocol}-n{cap}-seed{profile.seed}-{fingerprint}.csv"
     if path.exists():

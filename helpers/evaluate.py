@@ -14,17 +14,17 @@ import warnings
 
 import pandas as pd
 
-from . import data, training
+from . import data, metrics, records
 
 
 def evaluate_folder(run: str, folder: str, batch_size: int = 32) -> dict:
     """Metrics of the run's model on every image of ``folder`` (all of them: no protocol, no split)."""
-    record = training.read_record(run)
+    record = records.read_record(run)
     index = data.index_dataset(data.find_dataset(folder, download=False), cache=False, progress=False)
-    predictions = training.predict(record.load_model(), index, record.config["image_size"], batch_size)
-    metrics = training.classification_metrics(predictions["true"], training.probabilities(predictions))
-    metrics["skipped"] = len(index.attrs.get("skipped", []))
-    return metrics
+    predictions = metrics.predict(record.load_model(), index, record.config["image_size"], batch_size)
+    scores = metrics.classification_metrics(predictions["true"], metrics.probabilities(predictions))
+    scores["skipped"] = len(index.attrs.get("skipped", []))
+    return scores
 
 
 def report(metrics: dict) -> str:

@@ -33,101 +33,133 @@ class Experiment:
     cosine: bool = False            # cosine decay of the learning rate to zero over the (last) stage
     selection: str = "best_val_loss"  # weights evaluated: of the epoch with the lowest validation loss
     source: str = ""                # which project the run reproduces, and where we deviate
+    published: tuple[str, str] = ("", "")  # (project, model) of the published result it is compared with
+
+    @property
+    def family(self) -> str:
+        """scratch, EC (frozen ImageNet base) or FT (fine-tuned base): the results table's grouping."""
+        return FAMILY[self.scheme]
+
+    @property
+    def notebook(self) -> str:
+        """The notebook that trains this run (named in messages about missing records)."""
+        return NOTEBOOK[self.family]
+
+
+FAMILY = {"scratch": "scratch", "v0": "EC", "ec": "EC", "ft": "FT", "ft2": "FT"}
+NOTEBOOK = {"scratch": "02_scratch_baseline.ipynb", "EC": "03_transfer_feature_extraction.ipynb",
+            "FT": "04_fine_tuning.ipynb"}
+# Fields that describe a run without changing what it computes: not part of its identity.
+DESCRIPTIVE_FIELDS = ("source", "published")
 
 
 # The runs as the original projects describe them: this is the `full` profile.
 FULL = {
     "polazaro_baseline": Experiment(
-        "polazaro_baseline", "polazaro_baseline", "polazaro", 224, 30,
+        "polazaro_baseline", "polazaro_baseline", "polazaro", 224, 30, published=("polazaro", "Baseline"),
         source="Lázaro & Barco 2020: baseline CNN, Adam, 30 epochs, no augmentation"),
     "polazaro_baseline_aug": Experiment(
-        "polazaro_baseline_aug", "polazaro_baseline", "polazaro", 224, 30, augment="polazaro", oversample_covid=5,
+        "polazaro_baseline_aug", "polazaro_baseline", "polazaro", 224, 30, augment="polazaro", oversample_covid=5, published=("polazaro", "Baseline + data augmentation"),
         source="Lázaro & Barco 2020: baseline CNN + 5 augmented copies of each COVID training image"),
     "polazaro_inception_aug": Experiment(
-        "polazaro_inception_aug", "polazaro_inception", "polazaro", 224, 30, augment="polazaro", oversample_covid=5,
+        "polazaro_inception_aug", "polazaro_inception", "polazaro", 224, 30, augment="polazaro", oversample_covid=5, published=("polazaro", "Final architecture + data augmentation"),
         source="Lázaro & Barco 2020: inception-style CNN (README figure) + COVID augmentation"),
     "red_david": Experiment(
-        "red_david", "red_david", "thesis", 224, 20, augment="thesis",
+        "red_david", "red_david", "thesis", 224, 20, augment="thesis", published=("thesis", "Red David"),
         source="thesis: Red David, 20 epochs; optimiser and augmentation not stated (Adam and the thesis's "
                "augmentation chosen here)"),
     "red_alberto": Experiment(
-        "red_alberto", "red_alberto", "thesis", 224, 20, augment="thesis", early_stopping=3,
+        "red_alberto", "red_alberto", "thesis", 224, 20, augment="thesis", early_stopping=3, published=("thesis", "Red Alberto"),
         source="thesis: Red Alberto with early stopping (stopped at 8 epochs); patience and optimiser not "
                "stated (3 on validation loss, Adam chosen here)"),
 }
 
-# What a 2-core laptop can afford (measured training speeds in notebook 02): smaller inputs, fewer epochs.
-CPU = {
-    "polazaro_baseline": dict(image_size=128, epochs=15),
-    "polazaro_baseline_aug": dict(image_size=128, epochs=15),
-    "polazaro_inception_aug": dict(image_size=128, epochs=8),
-    "red_david": dict(image_size=96, epochs=10),
-    "red_alberto": dict(image_size=96, epochs=8),  # at most the 8 epochs the thesis's early stopping allowed
-}
-
-QUICK_IMAGE_SIZE = 64  # a multiple of 32 (Red David pools five times)
-QUICK_BACKBONE_SIZE = 96  # InceptionV3 needs at least 75 px, Xception 71
-
 # --- transfer learning (notebooks 03 and 04) -------------------------------------------------------------
 # The thesis's SGD, shown for DN-V0/V1 and probably reused for the rest: lr 0.01, momentum 0.9, Nesterov.
 THESIS_SGD = {"optimizer": "sgd", "learning_rate": 0.01}
-BACKBONES_BY_PROFILE = {
-    "quick": ("squeezenet", "densenet121", "resnet50", "vgg16", "inceptionv3", "xception"),
-    "cpu": ("squeezenet",),
-    "full": ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet"),
-}
-# The V0-V3 progression runs on the backbone that has ImageNet weights in the profile.
-PROGRESSION_BACKBONE = {"quick": "squeezenet", "cpu": "squeezenet", "full": "densenet121"}
+THESIS_PREFIX = {"densenet121": "DN", "resnet50": "ResNet", "vgg16": "VGG16", "inceptionv3": "InceptionV3",
+                 "xception": "Xception"}
+PROGRESSION = {"v0": "V0", "v1": "V1", "v2": "V2", "ec": "V2-reg", "ft": "V3"}
+
+
+def _published(backbone: str, kind: str) -> tuple[str, str]:
+    """The thesis row a transfer run is compared with. DenseNet121 (and SqueezeNet, which stands in for it where
+    DenseNet121 has no weights) follow DN-V0 ... DN-V3; the other backbones their -EC / -FT rows; every
+    two-stage fine-tuning (not in the thesis) is compared with the thesis's best, Xception-FT."""
+    if kind == "ft2":
+        return "thesis", "Xception-FT"
+    if backbone in ("densenet121", "squeezenet"):
+        return "thesis", f"DN-{PROGRESSION[kind]}"
+    return "thesis", f"{THESIS_PREFIX[backbone]}-{kind.upper()}"
 
 
 def _transfer(backbone: str) -> dict:
     """All transfer runs of one backbone, with the thesis's settings (20 epochs, 224 px)."""
-    common = {"model": backbone, "protocol": "thesis", "image_size": 224, "epochs": 20}
-    return {
-        f"{backbone}_v0": Experiment(f"{backbone}_v0", scheme="v0", head="v1", epochs=0, **{
-            k: v for k, v in common.items() if k != "epochs"}, **THESIS_SGD,
-            source="thesis DN-V0: frozen base, softmax head never trained"),
-        f"{backbone}_v1": Experiment(f"{backbone}_v1", scheme="ec", head="v1", **common, **THESIS_SGD,
-                                     source="thesis DN-V1: frozen base, softmax head trained on fixed features"),
-        f"{backbone}_v2": Experiment(f"{backbone}_v2", scheme="ec", head="v2", augment="thesis", views=5, **common,
-                                     **THESIS_SGD, source="thesis DN-V2: deeper head, augmentation (5 cached "
-                                     "augmented views per image instead of on-the-fly augmentation)"),
-        f"{backbone}_ec": Experiment(f"{backbone}_ec", scheme="ec", head="v2reg", augment="thesis", views=5,
-                                     **common, **THESIS_SGD,
-                                     source="thesis DN-V2-reg / -EC: frozen base, 500-Dropout-200 head, augmentation"),
-        f"{backbone}_ft": Experiment(f"{backbone}_ft", scheme="ft", head="v2reg", augment="thesis", **common,
-                                     **THESIS_SGD, source="thesis DN-V3 / -FT: everything trainable from the "
-                                     "start, one stage, the thesis's SGD"),
-        f"{backbone}_ft2": Experiment(f"{backbone}_ft2", scheme="ft2", head="v2reg", augment="thesis", views=5,
-                                      head_epochs=10, learning_rate=1e-4, cosine=True, **common,
-                                      source="standard two-stage recipe: train the head on frozen features, then "
-                                      "unfreeze everything with Adam at 1e-4 and cosine decay"),
-    }
+    common = {"model": backbone, "protocol": "thesis", "image_size": 224}
+    runs = [
+        Experiment(f"{backbone}_v0", scheme="v0", head="v1", epochs=0, **common, **THESIS_SGD,
+                   source="thesis DN-V0: frozen base, softmax head never trained"),
+        Experiment(f"{backbone}_v1", scheme="ec", head="v1", epochs=20, **common, **THESIS_SGD,
+                   source="thesis DN-V1: frozen base, softmax head trained on fixed features"),
+        Experiment(f"{backbone}_v2", scheme="ec", head="v2", augment="thesis", views=5, epochs=20, **common,
+                   **THESIS_SGD, source="thesis DN-V2: deeper head, augmentation (5 cached augmented views per "
+                   "image instead of on-the-fly augmentation)"),
+        Experiment(f"{backbone}_ec", scheme="ec", head="v2reg", augment="thesis", views=5, epochs=20, **common,
+                   **THESIS_SGD, source="thesis DN-V2-reg / -EC: frozen base, 500-Dropout-200 head, augmentation"),
+        Experiment(f"{backbone}_ft", scheme="ft", head="v2reg", augment="thesis", epochs=20, **common,
+                   **THESIS_SGD, source="thesis DN-V3 / -FT: everything trainable from the start, one stage, the "
+                   "thesis's SGD"),
+        Experiment(f"{backbone}_ft2", scheme="ft2", head="v2reg", augment="thesis", views=5, head_epochs=10,
+                   learning_rate=1e-4, cosine=True, epochs=20, **common,
+                   source="standard two-stage recipe: train the head on frozen features, then unfreeze everything "
+                   "with Adam at 1e-4 and cosine decay"),
+    ]
+    return {exp.name: replace(exp, published=_published(backbone, exp.name.rsplit("_", 1)[1])) for exp in runs}
 
 
-TRANSFER = {name: exp for backbone in BACKBONES_BY_PROFILE["full"] for name, exp in _transfer(backbone).items()}
-TRANSFER_CPU = {"ft": {"epochs": 8}, "ft2": {"epochs": 8}}  # fine-tuning at 224 px is the costly part
+TRANSFER = {name: exp for backbone in config.ALL_BACKBONES for name, exp in _transfer(backbone).items()}
+PUBLISHED = {**FULL, **TRANSFER}
 
 
 def transfer_runs(profile: config.Profile, scheme: str | None = None) -> list[str]:
-    """Names of the transfer runs the profile makes (all schemes, or one: v0, v1, v2, ec, ft, ft2)."""
-    progression = PROGRESSION_BACKBONE[profile.name]
-    names = [f"{progression}_{s}" for s in ("v0", "v1", "v2")]
-    for backbone in BACKBONES_BY_PROFILE[profile.name]:
-        names += [f"{backbone}_{s}" for s in ("ec", "ft", "ft2")]
+    """Names of the transfer runs the profile makes (all, or one kind: v0, v1, v2, ec, ft, ft2)."""
+    names = [f"{profile.progression_backbone}_{kind}" for kind in ("v0", "v1", "v2")]
+    names += [f"{backbone}_{kind}" for backbone in profile.backbones for kind in ("ec", "ft", "ft2")]
     return [n for n in names if scheme is None or n.rsplit("_", 1)[1] == scheme]
 
 
 def experiment(name: str, profile: config.Profile) -> Experiment:
-    """The run called ``name`` with the settings of ``profile`` (full: as published; cpu: reduced; quick: tiny)."""
-    published = {**FULL, **TRANSFER}
-    if name not in published:
-        raise ValueError(f"Unknown run {name!r}; known: {', '.join(published)}.")
-    exp = published[name]
-    if profile.name == "full":
-        return exp
-    if profile.name == "quick":
-        size = QUICK_BACKBONE_SIZE if exp.scheme != "scratch" else QUICK_IMAGE_SIZE
-        return replace(exp, image_size=size, epochs=min(exp.epochs, profile.epochs), batch_size=profile.batch_size,
-                       early_stopping=None, views=min(exp.views, 1), head_epochs=min(exp.head_epochs, 1))
-    return replace(exp, **(CPU.get(name) or TRANSFER_CPU.get(exp.scheme, {})))
+    """The run called ``name`` with the settings of ``profile``: the published run, changed by the profile's
+    ``run_settings`` (for this run, else for its scheme), input sizes, caps and batch size."""
+    if name not in PUBLISHED:
+        raise ValueError(f"Unknown run {name!r}; known: {', '.join(PUBLISHED)}.")
+    exp = PUBLISHED[name]
+    changes = dict(profile.run_settings.get(name) or profile.run_settings.get(exp.scheme) or {})
+    if exp.family in profile.image_sizes:
+        changes["image_size"] = profile.image_sizes[exp.family]
+    if profile.max_epochs is not None:
+        changes["epochs"] = min(changes.get("epochs", exp.epochs), profile.max_epochs)
+        changes["head_epochs"] = min(exp.head_epochs, profile.max_epochs)
+    if profile.max_views is not None:
+        changes["views"] = min(exp.views, profile.max_views)
+    if profile.batch_size is not None:
+        changes["batch_size"] = profile.batch_size
+    if not profile.early_stopping:
+        changes["early_stopping"] = None
+    return replace(exp, **changes)
+
+
+def settings_table(names, profile: config.Profile):
+    """What each run in ``names`` really uses in ``profile``: the table a notebook prints before training."""
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        exp = experiment(name, profile)
+        epochs = f"{exp.head_epochs} head + {exp.epochs}" if exp.head_epochs else str(exp.epochs)
+        rows.append({"run": name, "model": exp.model, "scheme": exp.scheme, "protocol": exp.protocol,
+                     "input px": exp.image_size, "epochs": epochs, "batch": exp.batch_size,
+                     "optimizer": f"{exp.optimizer} {exp.learning_rate:g}" + (" cosine" if exp.cosine else ""),
+                     "augmentation": exp.augment or "–", "cached views": exp.views or "–",
+                     "early stopping": exp.early_stopping or "–"})
+    return pd.DataFrame(rows).set_index("run")

@@ -45,17 +45,6 @@ def _contains(model: keras.Model, name: str) -> bool:
     return any(layer.name == name for layer in _walk(model))
 
 
-def _require_chain(model: keras.Model) -> None:
-    """Walking a model layer by layer is only right when each layer feeds the next (our nested models)."""
-    previous = model.layers[0]
-    for layer in model.layers[1:]:
-        parents = [node.operation for node in layer._inbound_nodes[0].parent_nodes]
-        if parents != [previous]:
-            raise ValueError(f"{model.name}: the layer {layer.name!r} is nested, but its model is not a simple "
-                             f"chain of layers; explain supports nesting only in chains (as our classifiers are).")
-        previous = layer
-
-
 def layer_probe(model: keras.Model, names: list[str]):
     """A function ``images -> ([output of each named layer], predictions)`` computed in one forward pass
     (inference mode), for named layers at any depth of a nested model."""
@@ -75,21 +64,29 @@ def layer_probe(model: keras.Model, names: list[str]):
     if all(name in own for name in names):
         return _run_flat(keras.Model(model.input, [model.get_layer(n).output for n in names] + [model.output]))
 
-    _require_chain(model)
     inner = {layer.name: [n for n in names if n not in own and _contains(layer, n)]
              for layer in model.layers if isinstance(layer, keras.Model)}
+    checked = []
 
     def run_chain(x):
-        found = {}
+        """Each layer on the previous one's output (our nested classifiers are chains); the first batch checks
+        that this reproduces the model's own output, so a model of another shape is refused, not misread."""
+        found, y = {}, x
         for layer in model.layers[1:]:
             if inner.get(layer.name):
-                outputs, x = layer_probe(layer, inner[layer.name])(x)
+                outputs, y = layer_probe(layer, inner[layer.name])(y)
                 found.update(zip(inner[layer.name], outputs))
             else:
-                x = layer(x, training=False)
+                y = layer(y, training=False)
             if layer.name in names:
-                found[layer.name] = x
-        return [found[n] for n in names], x
+                found[layer.name] = y
+        if not checked:
+            if not np.allclose(keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(model(x, training=False)),
+                               atol=1e-4, rtol=1e-3):
+                raise ValueError(f"{model.name} nests a model but is not a simple chain of layers; explain "
+                                 "supports nesting only in chains (as our classifiers are).")
+            checked.append(True)
+        return [found[n] for n in names], y
     return run_chain
 
 
@@ -100,25 +97,38 @@ def _run_flat(probe: keras.Model):
     return run
 
 
+def class_score_layer(model: keras.Model) -> str | None:
+    """The layer holding the class scores before the softmax (``logits`` in every model of the series), or
+    None for a model that has none, whose probabilities Grad-CAM then differentiates instead."""
+    return "logits" if _contains(model, "logits") else None
+
+
 def gradcam(model: keras.Model, images, class_index=None, layer: str | None = None, batch_size: int = 16):
     """Grad-CAM maps of ``images`` (n, H, W, 3 in the model's input range) for ``class_index`` (one class id
     or one per image; default: the predicted class). Returns ``(maps, predictions)``: maps of shape (n, h, w)
     at the layer's resolution, each divided by its maximum (so in [0, 1]; all zero where no channel argues
-    for the class), and the (n, classes) probabilities."""
+    for the class), and the (n, classes) probabilities.
+
+    The gradient is that of the class score before the softmax (the ``logits`` layer), as in Selvaraju et al.
+    and the keras.io example: a probability near 1 has almost no gradient left, and its gradient also mixes in
+    the other classes' scores. Models without a ``logits`` layer fall back to the probability.
+    """
     import tensorflow as tf
 
     images = np.asarray(images, dtype=np.float32)
-    probe = layer_probe(model, [layer or last_conv_layer(model)])
+    scores = class_score_layer(model)
+    probe = layer_probe(model, [layer or last_conv_layer(model)] + ([scores] if scores else []))
     maps, predictions = [], []
     for start in range(0, len(images), batch_size):
         batch = tf.convert_to_tensor(images[start:start + batch_size])
         with tf.GradientTape() as tape:
-            (feature_map,), proba = probe(batch)
+            outputs, proba = probe(batch)
+            feature_map, target = outputs[0], (outputs[1] if scores else proba)
             if class_index is None:
                 chosen = tf.argmax(proba, axis=1)
             else:
                 chosen = np.broadcast_to(np.asarray(class_index), (len(images),))[start:start + len(batch)]
-            score = tf.reduce_sum(tf.gather(proba, chosen, axis=1, batch_dims=1))
+            score = tf.reduce_sum(tf.gather(target, chosen, axis=1, batch_dims=1))
         gradients = tape.gradient(score, feature_map)
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1)).numpy()

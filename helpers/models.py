@@ -1,5 +1,8 @@
 """The from-scratch architectures of both projects, built by name at any input size.
 
+Every net ends in a ``logits`` layer (the class scores) and a separate softmax layer ``predictions``: the
+same network as a Dense layer with a softmax activation, but Grad-CAM can take gradients of the scores.
+
 Models take images in [0, 255] (what ``data.make_dataset`` yields without ``preprocess``) and carry their own
 input scaling as a layer, so a saved ``model.keras`` needs nothing else to be evaluated on new images.
 """
@@ -26,7 +29,8 @@ def polazaro_baseline(image_size: int = 224, num_classes: int = NUM_CLASSES) -> 
     model.add(layers.Flatten())
     model.add(layers.Dense(64, activation="relu"))
     model.add(layers.Dropout(0.3))
-    model.add(layers.Dense(num_classes, activation="softmax"))
+    model.add(layers.Dense(num_classes, name="logits"))
+    model.add(layers.Activation("softmax", name="predictions"))
     return model
 
 
@@ -50,8 +54,13 @@ def polazaro_inception(image_size: int = 224, num_classes: int = NUM_CLASSES) ->
     x = layers.Flatten()(x)
     x = layers.Dense(64, activation="relu")(x)
     x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = class_scores(x, num_classes)
     return keras.Model(inputs, outputs, name="polazaro_inception")
+
+
+def class_scores(x, num_classes: int = NUM_CLASSES):
+    """The last two layers of every net: Dense ``logits``, then a softmax ``predictions`` layer."""
+    return layers.Activation("softmax", name="predictions")(layers.Dense(num_classes, name="logits")(x))
 
 
 def _conv_bn(x, filters, relu=False, name=None):
@@ -101,7 +110,7 @@ def red_david(image_size: int = 224, num_classes: int = NUM_CLASSES) -> keras.Mo
     x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(30, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = class_scores(x, num_classes)
     return keras.Model(inputs, outputs, name="red_david")
 
 
@@ -130,7 +139,7 @@ def red_alberto(image_size: int = 224, num_classes: int = NUM_CLASSES) -> keras.
     x = layers.Dense(600, kernel_initializer="orthogonal")(x)
     x = layers.BatchNormalization(renorm=True)(layers.LeakyReLU(negative_slope=0.1)(x))
     x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = class_scores(x, num_classes)
     return keras.Model(inputs, outputs, name="red_alberto")
 
 

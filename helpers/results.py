@@ -5,15 +5,7 @@ from importlib import resources
 
 import pandas as pd
 
-# Our run name -> the published row it reproduces (project, model).
-PUBLISHED_ROW = {
-    "polazaro_baseline": ("polazaro", "Baseline"),
-    "polazaro_baseline_aug": ("polazaro", "Baseline + data augmentation"),
-    "polazaro_inception_aug": ("polazaro", "Final architecture + data augmentation"),
-    "red_david": ("thesis", "Red David"),
-    "red_alberto": ("thesis", "Red Alberto"),
-}
-
+from . import experiments, records
 
 def published() -> pd.DataFrame:
     """Both projects' results as they published them (errata corrected and marked in ``note``).
@@ -25,30 +17,9 @@ def published() -> pd.DataFrame:
         return pd.read_csv(handle)
 
 
-THESIS_PREFIX = {"resnet50": "ResNet", "vgg16": "VGG16", "inceptionv3": "InceptionV3", "xception": "Xception"}
-PROGRESSION = {"v0": "DN-V0", "v1": "DN-V1", "v2": "DN-V2", "ec": "DN-V2-reg", "ft": "DN-V3"}
-
-
-def published_key(run_name: str) -> tuple[str, str]:
-    """(project, model) of the published row a run is compared with.
-
-    Scratch runs: the row they reproduce. DenseNet121 and SqueezeNet (which stands in for DenseNet121 in the
-    cpu profile) follow the thesis's DN-V0 ... DN-V3 rows; the other backbones their -EC / -FT rows. Every
-    two-stage fine-tuning (``_ft2``, not in the thesis) is compared with the thesis's best, Xception-FT.
-    """
-    if run_name in PUBLISHED_ROW:
-        return PUBLISHED_ROW[run_name]
-    backbone, scheme = run_name.rsplit("_", 1)
-    if scheme == "ft2":
-        return "thesis", "Xception-FT"
-    if backbone in ("densenet121", "squeezenet"):
-        return "thesis", PROGRESSION[scheme]
-    return "thesis", f"{THESIS_PREFIX[backbone]}-{scheme.upper()}"
-
-
 def published_row(run_name: str) -> pd.Series:
-    """The published result that the run ``run_name`` is compared with (see ``published_key``)."""
-    project, model = published_key(run_name)
+    """The published result that the run ``run_name`` is compared with (``Experiment.published``)."""
+    project, model = experiments.PUBLISHED[run_name].published
     table = published()
     return table[(table["project"] == project) & (table["model"] == model)].iloc[0]
 
@@ -88,20 +59,12 @@ def compare(record) -> pd.DataFrame:
 # The results table of the series (notebook 05), built from run records only
 # --------------------------------------------------------------------------------------------------
 
-FAMILY = {"scratch": "scratch", "v0": "EC", "ec": "EC", "ft": "FT", "ft2": "FT"}
-PRODUCED_BY = {"scratch": "02_scratch_baseline.ipynb", "v0": "03_transfer_feature_extraction.ipynb",
-               "ec": "03_transfer_feature_extraction.ipynb", "ft": "04_fine_tuning.ipynb",
-               "ft2": "04_fine_tuning.ipynb"}
-
-
 class MissingRecordsError(FileNotFoundError):
     """Run records the results table needs do not exist yet; the message names the notebooks that make them."""
 
 
 def series_runs(profile) -> list[str]:
     """Every run the series makes in ``profile``, in notebook order (scratch, then transfer)."""
-    from . import experiments
-
     return list(experiments.FULL) + experiments.transfer_runs(profile)
 
 
@@ -110,35 +73,31 @@ def load_records(profile, names=None) -> dict:
 
     Missing or incomplete records raise ``MissingRecordsError`` listing each one with the notebook to run.
     """
-    from . import experiments, training
-
-    records, missing = {}, []
+    found, missing = {}, []
     for name in names or series_runs(profile):
         try:
-            records[name] = training.read_record(profile.runs_dir / name)
+            found[name] = records.read_record(profile.runs_dir / name)
         except FileNotFoundError:
-            scheme = experiments.experiment(name, profile).scheme
-            missing.append(f"  {name}: run notebooks/{PRODUCED_BY[scheme]}")
+            missing.append(f"  {name}: run notebooks/{experiments.experiment(name, profile).notebook}")
     if missing:
         raise MissingRecordsError(
             f"{len(missing)} run record(s) of the {profile.name} profile are missing in "
             f"{profile.runs_dir}:\n" + "\n".join(missing) +
             f"\nExecute those notebooks with CXR_PROFILE={profile.name} first (or `make run`); "
             "this notebook only reads records.")
-    return records
+    return found
 
 
 def table_row(record) -> dict:
     """One run as a row of the results table (see ``results_table``)."""
     cfg, m = record.config, record.metrics
     test, val = m["test"], m["val"]
-    scheme = cfg.get("scheme", "scratch")
     history = record.history
     chosen = history[history["selected"].astype(bool)].tail(1) if "selected" in history else history.tail(0)
     at_selected = chosen.iloc[0] if len(chosen) else {}
     theirs = published_row(record.name)
     row = {
-        "model": record.name, "family": FAMILY[scheme], "backbone": cfg["model"],
+        "model": record.name, "family": experiments.FAMILY[cfg["scheme"]], "backbone": cfg["model"],
         "pretrained": bool(m.get("pretrained")), "protocol": cfg["protocol"], "image_size": cfg["image_size"],
         "epochs": m["epochs_run"],
         "selected_epoch": None if m.get("selected_epoch") is None else m["selected_epoch"] + 1,

@@ -29,8 +29,10 @@ def write_png(path, seed: int, size=(40, 40), mode="L"):
     rng = np.random.default_rng(seed)
     gray = rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "I;16":
-        Image.fromarray(gray.astype(np.uint16) * 257).save(path)
+    if mode == "I;16":  # high byte = the grey value, low byte different from it: a low-byte reader shows
+        low = rng.integers(0, 256, size=gray.shape).astype(np.uint16)
+        low[low == gray] ^= 0x80
+        Image.fromarray(gray.astype(np.uint16) << 8 | low).save(path)
     elif mode in ("RGB", "RGBA"):
         channels = [gray] * 3 + ([np.full_like(gray, 200)] if mode == "RGBA" else [])
         Image.fromarray(np.dstack(channels), mode).save(path)

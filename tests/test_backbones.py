@@ -21,8 +21,7 @@ from conftest import SHARED_WEIGHTS_DIR
 ])
 def test_preprocess_layer_matches_keras_preprocess_input(mode, reference):
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    x[..., 0] += 0.0  # distinct channels: catches a missing RGB -> BGR flip
-    x[..., 2] *= 0.5
+    x[..., 2] *= 0.5  # the channels differ in range too: a missing RGB -> BGR flip moves the means by ~60
     np.testing.assert_allclose(backbones.BackbonePreprocess(mode)(x).numpy(), reference(x.copy()), atol=1e-4)
 
 

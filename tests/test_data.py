@@ -157,6 +157,18 @@ def test_odd_modes_and_sizes_read_the_same_in_pil_and_tf(tmp_path, mode):
     assert labels.numpy().tolist() == [0]
 
 
+def test_16_bit_images_keep_their_high_byte_in_pil_and_tf(tmp_path):
+    path = tmp_path / "COVID" / "COVID-1.png"
+    gray = write_png(path, seed=5, size=(32, 32), mode="I;16")
+    with Image.open(path) as image:
+        raw = np.asarray(image, dtype=np.uint16)
+    assert (raw >> 8 == gray).all() and ((raw & 0xFF) != gray).all()  # the bytes differ everywhere
+    assert np.array_equal(data.read_gray(path), gray)
+    frame = pd.DataFrame({"path": [str(path)], "class_id": [0]})
+    tf_pixels = next(iter(data.make_dataset(frame, 32, 1)))[0].numpy()[0, ..., 0]
+    assert np.abs(tf_pixels - gray).max() <= 1.0  # same size: no resampling beyond rounding
+
+
 def test_index_cache_rereads_only_changed_files(tmp_path, monkeypatch):
     base = make_release(tmp_path, counts={"COVID": 3, "Normal": 3, "Viral Pneumonia": 3})
     first = quiet_index(base)
@@ -226,6 +238,17 @@ def test_split_is_deterministic_and_reused(index_with_duplicates, tmp_path):
     assert len(list((tmp_path / "a").glob("*.csv"))) == 2
 
 
+@pytest.mark.parametrize("ingredient, change", [("test", 0.3), ("val", 0.2), ("stratify", True),
+                                                ("per_class", {c: 25 for c in data.CLASSES})])
+def test_a_changed_protocol_definition_makes_a_new_split_file(index_with_duplicates, tmp_path, monkeypatch,
+                                                              ingredient, change):
+    before = data.load_split(index_with_duplicates, "thesis", quick(), directory=tmp_path)
+    monkeypatch.setitem(data.PROTOCOLS, "thesis", {**data.PROTOCOLS["thesis"], ingredient: change})
+    after = data.load_split(index_with_duplicates, "thesis", quick(), directory=tmp_path)
+    assert after.attrs["file"] != before.attrs["file"]
+    assert len(list(tmp_path.glob("*.csv"))) == 2  # the old split is not reused for the new definition
+
+
 def test_thesis_split_shares(tmp_path):
     base = make_release(tmp_path, counts={"COVID": 100, "Normal": 100, "Viral Pneumonia": 100})
     table = data.split_counts(data.load_split(quiet_index(base), "thesis", quick()))
@@ -256,12 +279,14 @@ def test_evaluation_pipeline_keeps_order_shapes_and_range(index_with_duplicates)
 
 def test_training_pipeline_shuffles_and_preprocess_runs_last(index_with_duplicates):
     frame = index_with_duplicates
-    ds = data.make_dataset(frame, 16, 200, training=True, preprocess=lambda x: x / 255.0 - 0.5)
+    # Shifted below zero: had preprocess run before the augmentation, its clip to [0, 255] would leave zeros.
+    ds = data.make_dataset(frame, 16, 200, training=True, augment=data.augmentation(flip=True),
+                           preprocess=lambda x: x - 300.0)
     epoch1 = next(iter(ds))
     epoch2 = next(iter(ds))
     assert epoch1[1].numpy().tolist() != frame["class_id"].tolist()
     assert epoch1[1].numpy().tolist() != epoch2[1].numpy().tolist()
-    assert -0.5 <= epoch1[0].numpy().min() and epoch1[0].numpy().max() <= 0.5
+    assert -300.0 <= epoch1[0].numpy().min() and epoch1[0].numpy().max() <= -45.0
 
 
 def test_augmentation_touches_only_flagged_rows(index_with_duplicates):

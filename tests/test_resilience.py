@@ -17,12 +17,14 @@ import pandas as pd
 import pytest
 
 from conftest import make_first_release, make_release, write_png
-from helpers import config, training
+from helpers import config, records
 
 REPO = config.ROOT
 TIMING = {"train_seconds", "images_per_second", "peak_memory_mb"}  # honest to differ between two runs
 
 # A training run as a notebook kernel makes it; optionally it stops for good after the first batch of epoch 2.
+# With "early-stopping", validation loss gets worse after epoch 1 (a huge learning rate), and patience 2 ends the
+# run after epoch 3 (index 2), however often it is interrupted.
 TRAIN_SCRIPT = """
 import sys, time
 from dataclasses import replace
@@ -30,9 +32,10 @@ from pathlib import Path
 import keras
 from helpers import config, data, experiments, training
 
-log, hang = Path(sys.argv[1]), sys.argv[2] == "hang"
+log, hang, early = Path(sys.argv[1]), sys.argv[2] == "hang", sys.argv[3] == "early-stopping"
 profile = config.current()
-exp = replace(experiments.experiment("polazaro_baseline", profile), epochs=3, batch_size=8)
+exp = replace(experiments.experiment("polazaro_baseline", profile), epochs=6 if early else 3, batch_size=8,
+              early_stopping=2 if early else None)
 split = data.load_split(data.index_dataset(data.find_dataset(), progress=False), exp.protocol, profile)
 
 class Probe(keras.callbacks.Callback):
@@ -40,6 +43,8 @@ class Probe(keras.callbacks.Callback):
         self.epoch = epoch
         with log.open("a") as handle:
             handle.write(f"{epoch}\\n")
+        if early and epoch >= 1:
+            self.model.optimizer.learning_rate.assign(50.0)
 
     def on_train_batch_end(self, batch, logs=None):
         if hang and self.epoch == 1 and batch == 0:
@@ -71,12 +76,13 @@ def run_child(script: str, args: list[str], env: dict, timeout: int = 600) -> su
     return result
 
 
-def test_a_run_killed_mid_epoch_resumes_and_ends_with_a_complete_record(tmp_path):
+@pytest.mark.parametrize("mode", ["plain", "early-stopping"])
+def test_a_run_killed_mid_epoch_resumes_and_ends_with_a_complete_record(tmp_path, mode):
     dataset = make_release(tmp_path / "dataset", counts={"COVID": 14, "Normal": 14, "Viral Pneumonia": 14})
     env, log = child_env(dataset, tmp_path / "work"), tmp_path / "epochs.log"
     runs = tmp_path / "work" / "runs" / "quick"
 
-    child = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(log), "hang"], env=env, cwd=REPO,
+    child = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(log), "hang", mode], env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not log.with_suffix(".mid-epoch").exists():
@@ -88,11 +94,15 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_with_a_complete_record(tmp_path
     assert not (runs / "polazaro_baseline").exists(), "a killed run must leave no record"
     assert (runs / "polazaro_baseline.partial" / "backup").is_dir()
 
-    run_child(TRAIN_SCRIPT, [str(log), "go"], env)
-    assert log.read_text().split() == ["0", "1", "1", "2"]  # the killed epoch 2 (index 1) runs again, not epoch 1
-    record = training.read_record(runs / "polazaro_baseline")
+    run_child(TRAIN_SCRIPT, [str(log), "go", mode], env)
+    # the killed epoch 2 (index 1) runs again, not epoch 1; with early stopping, the patience used up before the
+    # kill still counts (forgotten, the run would go on to epoch 5)
+    assert log.read_text().split() == ["0", "1", "1", "2"]
+    record = records.read_record(runs / "polazaro_baseline")
     assert record.history["epoch"].tolist() == [0, 1, 2]
     assert record.metrics["epochs_run"] == 3 and record.metrics["test"]["n"] == len(record.test_predictions())
+    if mode == "early-stopping":
+        assert record.history["val_loss"].idxmin() == 0 and record.metrics["selected_epoch"] == 0
     assert sorted(p.name for p in runs.iterdir()) == ["polazaro_baseline"]  # no .partial, .tmp or .old left
 
 
@@ -108,7 +118,7 @@ def test_the_quick_profile_twice_gives_identical_splits_and_metrics(tmp_path):
 
     assert splits("first") == splits("second") and len(splits("first")) == 2
     for name in runs:
-        first, second = (training.read_record(tmp_path / a / "runs" / "quick" / name) for a in ("first", "second"))
+        first, second = (records.read_record(tmp_path / a / "runs" / "quick" / name) for a in ("first", "second"))
         drop = lambda metrics: {k: v for k, v in metrics.items() if k not in TIMING}  # noqa: E731
         assert drop(first.metrics) == drop(second.metrics), name
         pd.testing.assert_frame_equal(first.predictions, second.predictions)
@@ -147,7 +157,7 @@ def test_a_dataset_with_problems_runs_through_notebook_01_and_training(tmp_path)
     assert "COVID 15 of 3616" in printed and "Viral Pneumonia 15 of 1345" in printed
 
     run_child(RUNS_SCRIPT, ["polazaro_baseline"], env)
-    record = training.read_record(tmp_path / "work" / "runs" / "quick" / "polazaro_baseline")
+    record = records.read_record(tmp_path / "work" / "runs" / "quick" / "polazaro_baseline")
     assert len(record.predictions) + record.metrics["train_images"] == 45
     trained_on = pd.read_csv(next((tmp_path / "work" / "splits").glob("polazaro-*.csv")))
     assert {"COVID/images/COVID-15.png", "Normal/images/Normal (15).png",
@@ -157,23 +167,23 @@ def test_a_dataset_with_problems_runs_through_notebook_01_and_training(tmp_path)
 def test_the_first_release_layout_runs_through_training(tmp_path):
     base = make_first_release(tmp_path / "dataset", n=14)
     run_child(RUNS_SCRIPT, ["polazaro_baseline"], child_env(base, tmp_path / "work"))
-    record = training.read_record(tmp_path / "work" / "runs" / "quick" / "polazaro_baseline")
+    record = records.read_record(tmp_path / "work" / "runs" / "quick" / "polazaro_baseline")
     assert len(record.predictions) + record.metrics["train_images"] == 42
     assert record.predictions["relpath"].str.contains(r"\(\d+\)\.png$").all()  # "COVID-19 (k).png" names
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not-a-zip"])
 def test_a_damaged_feature_cache_is_computed_again_not_read(tmp_path, damage):
-    from helpers import backbones, data, features
+    from helpers import backbones, data, feature_cache
 
     base = make_release(tmp_path / "dataset", counts={"COVID": 4, "Normal": 4, "Viral Pneumonia": 4})
     rows = data.index_dataset(base, progress=False)
     extractor, _ = backbones.feature_extractor("squeezenet", 96, allow_random=True)
-    good = features.cached_features(extractor, "squeezenet", 96, False, rows)
-    path = features.cache_path("squeezenet", 96, False, rows, 0)
+    good = feature_cache.cached_features(extractor, "squeezenet", 96, False, rows)
+    path = feature_cache.cache_path("squeezenet", 96, False, rows, 0)
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"half a file")
     with pytest.warns(UserWarning, match="computed again"):
-        again = features.cached_features(extractor, "squeezenet", 96, False, rows)
+        again = feature_cache.cached_features(extractor, "squeezenet", 96, False, rows)
     assert (again == good).all()
     assert path.read_bytes() == raw  # rewritten whole

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, data, experiments, results, training
+from helpers import config, data, experiments, metrics, records, results
 
 
 def fabricate_record(profile, name, correct_per_class=(10, 9, 8), n_per_class=10, pretrained=None):
-    """A complete run record written by ``training.write_record`` with made-up predictions: the first
+    """A complete run record written by ``records.write_record`` with made-up predictions: the first
     ``correct_per_class[k]`` test images of class k are right, the rest are called the next class."""
     exp = experiments.experiment(name, profile)
     rows = []
@@ -28,20 +28,20 @@ def fabricate_record(profile, name, correct_per_class=(10, 9, 8), n_per_class=10
     history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.5, 0.4], "accuracy": [0.5, 0.8, 0.9],
                             "val_loss": [0.9, 0.6, 0.7], "val_accuracy": [0.6, 0.8, 0.75],
                             "epoch_seconds": [2.0, 2.0, 2.0], "selected": [False, True, False]})
-    metrics = {split: training.classification_metrics(*training._true_and_proba(predictions, split))
-               for split in ("val", "test")}
-    metrics.update(last_epoch={}, selected_epoch=1, epochs_run=3, train_images=90, train_seconds=6.0,
+    scores = {split: metrics.classification_metrics(*metrics.true_and_proba(predictions, split))
+              for split in ("val", "test")}
+    scores.update(last_epoch={}, selected_epoch=1, epochs_run=3, train_images=90, train_seconds=6.0,
                    images_per_second=45.0, parameters=123, pretrained=pretrained)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     cfg = {**asdict(exp), "profile": profile.name}
-    return training.write_record(profile.runs_dir / name, cfg, history, metrics, predictions, model)
+    return records.write_record(profile.runs_dir / name, cfg, history, scores, predictions, model)
 
 
 def test_table_has_one_row_per_record_with_the_required_columns():
     profile = config.current("quick")
-    records = {"red_david": fabricate_record(profile, "red_david"),
+    runs = {"red_david": fabricate_record(profile, "red_david"),
                "squeezenet_ft2": fabricate_record(profile, "squeezenet_ft2", (10, 10, 7), pretrained=True)}
-    table = results.results_table(records)
+    table = results.results_table(runs)
     required = ["model", "family", "backbone", "pretrained", "protocol", "epochs", "loss", "accuracy", "val_loss",
                 "val_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high", "macro_f1",
                 "sensitivity_covid", "sensitivity_normal", "sensitivity_viral_pneumonia", "train_seconds"]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, data, evaluate, training
+from helpers import config, data, evaluate, experiments, feature_cache, metrics, models, records, training
 from conftest import make_release
 
 
@@ -20,7 +20,7 @@ def test_metrics_on_a_known_confusion():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
     pred = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
     proba = np.eye(3)[pred] * 0.8 + 0.2 / 3
-    m = training.classification_metrics(y, proba)
+    m = metrics.classification_metrics(y, proba)
     assert m["confusion_matrix"] == [[3, 1, 0], [0, 3, 0], [0, 1, 2]]
     assert m["accuracy"] == pytest.approx(0.8)
     assert m["per_class"]["COVID"]["sensitivity"] == pytest.approx(0.75)
@@ -34,7 +34,7 @@ def test_metrics_on_a_known_confusion():
 def test_undefined_metrics_are_none_not_zero():
     y = np.array([0, 1, 1, 0])
     proba = np.tile([0.1, 0.8, 0.1], (4, 1))  # always predicts Normal; no Viral Pneumonia in the data
-    m = training.classification_metrics(y, proba)
+    m = metrics.classification_metrics(y, proba)
     assert m["per_class"]["COVID"]["precision"] is None
     assert m["per_class"]["Viral Pneumonia"]["auc"] is None
     assert m["per_class"]["COVID"]["sensitivity"] == 0.0
@@ -42,22 +42,38 @@ def test_undefined_metrics_are_none_not_zero():
 
 def test_perfect_predictions_have_a_degenerate_interval():
     y = np.array([0, 1, 2, 1])
-    m = training.classification_metrics(y, np.eye(3)[y])
+    m = metrics.classification_metrics(y, np.eye(3)[y])
     assert (m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]) == (1.0, 1.0, 1.0)
     assert m["auc_ovr_macro"] == 1.0
 
 
 # ---- training on a tiny synthetic dataset ------------------------------------------------------
 
-@pytest.fixture
-def tiny(tmp_path):
-    """A synthetic release, its index, and a quick profile capped at 12 images per class."""
-    base = make_release(tmp_path / "dataset", counts={"COVID": 12, "Normal": 12, "Viral Pneumonia": 12})
+TINY_PROFILE = dataclasses.replace(config.PROFILES["quick"], max_per_class=12, max_epochs=3, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A synthetic release, its index, and a quick profile capped at 12 images per class and 3 epochs."""
+    base = make_release(tmp_path_factory.mktemp("dataset"), counts={"COVID": 12, "Normal": 12, "Viral Pneumonia": 12})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        index = data.index_dataset(base, progress=False)
-    profile = dataclasses.replace(config.PROFILES["quick"], max_per_class=12, epochs=3, batch_size=8)
-    return base, index, profile
+        index = data.index_dataset(base, progress=False, cache=False)
+    return base, index, TINY_PROFILE
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """One polazaro_baseline run on ``tiny``, trained once for every test here that only reads it; its data
+    folder is returned so a test can point ``config.DATA_DIR`` at it."""
+    _, index, profile = tiny
+    folder = tmp_path_factory.mktemp("trained-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "DATA_DIR", folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            record = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    return record, folder
 
 
 class Interrupt(Exception):
@@ -87,7 +103,7 @@ def _split(index, profile, protocol="polazaro"):
 
 def test_interrupted_run_resumes_at_the_next_epoch_and_leaves_no_record(tiny):
     _, index, profile = tiny
-    exp = training.experiment("polazaro_baseline", profile)
+    exp = experiments.experiment("polazaro_baseline", profile)
     split = _split(index, profile)
     with pytest.raises(Interrupt):
         training.train(exp, profile, split, callbacks=[StopAfterFirstEpoch()], verbose=0)
@@ -102,18 +118,20 @@ def test_interrupted_run_resumes_at_the_next_epoch_and_leaves_no_record(tiny):
     assert record.metrics["epochs_run"] == 3
 
 
-def test_record_round_trips_and_the_model_reloads(tiny):
+def test_record_round_trips_and_the_model_reloads(tiny, trained, monkeypatch):
     _, index, profile = tiny
-    exp = training.experiment("polazaro_baseline", profile)
+    record, folder = trained
+    monkeypatch.setattr(config, "DATA_DIR", folder)
     split = _split(index, profile)
-    record = training.train(exp, profile, split, verbose=0)
-    again = training.read_record(record.path)
+    again = records.read_record(record.path)
     assert again.config == record.config and again.metrics == record.metrics
     pd.testing.assert_frame_equal(again.history, record.history)
     pd.testing.assert_frame_equal(again.predictions, record.predictions)
     test = split[split["split"] == "test"]
-    reloaded = training.predict(again.load_model(), test, exp.image_size)
-    assert np.allclose(training.probabilities(reloaded), training.probabilities(record.test_predictions()),
+    pd.testing.assert_frame_equal(record.test_images(index)[["relpath", "split"]],
+                                  test[["relpath", "split"]].reset_index(drop=True))
+    reloaded = metrics.predict(again.load_model(), record.test_images(index), record.config["image_size"])
+    assert np.allclose(metrics.probabilities(reloaded), metrics.probabilities(record.test_predictions()),
                        atol=1e-5)
     assert set(record.predictions["split"]) == {"val", "test"}
     assert record.metrics["test"]["n"] == len(test)
@@ -124,7 +142,7 @@ def test_record_round_trips_and_the_model_reloads(tiny):
 
 def test_the_weights_of_the_lowest_validation_loss_are_the_ones_evaluated(tiny):
     _, index, profile = tiny
-    exp = dataclasses.replace(training.experiment("polazaro_baseline", profile), epochs=4)
+    exp = dataclasses.replace(experiments.experiment("polazaro_baseline", profile), epochs=4)
     split = _split(index, profile)
     class SpoilLastEpoch(keras.callbacks.Callback):  # a huge learning rate ruins the last epoch
         def on_epoch_begin(self, epoch, logs=None):
@@ -145,30 +163,55 @@ def test_incomplete_record_is_refused_with_the_missing_file_named(tiny, tmp_path
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="model.keras"):
-        training.read_record(folder)
+        records.read_record(folder)
 
 
-def test_get_or_train_reuses_a_matching_record_and_retrains_on_change(tiny, monkeypatch):
+def test_get_or_train_reuses_a_matching_record(tiny, trained, monkeypatch):
     _, index, profile = tiny
-    first = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
-    real_train = training.train
+    first, folder = trained
+    monkeypatch.setattr(config, "DATA_DIR", folder)
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("should reuse the record"))
     reused = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
     assert reused.path == first.path and reused.metrics == first.metrics
 
+
+def _changed_baseline(image_size, num_classes=3):
+    """The baseline with Dropout 0.5 instead of 0.3: the same run name and parameters, another architecture."""
+    model = models.polazaro_baseline(image_size, num_classes)
+    settings = model.get_config()
+    for layer in settings["layers"]:
+        if layer["class_name"] == "Dropout":
+            layer["config"]["rate"] = 0.5
+    return keras.Sequential.from_config(settings)
+
+
+@pytest.mark.parametrize("ingredient", ["epochs", "seed", "architecture", "augmentation", "split shares"])
+def test_get_or_train_retrains_when_anything_that_produced_the_record_changes(tiny, trained, monkeypatch,
+                                                                              ingredient):
+    _, index, profile = tiny
+    first, folder = trained
+    monkeypatch.setattr(config, "DATA_DIR", folder)
+    if ingredient == "epochs":
+        profile = dataclasses.replace(profile, max_epochs=1)
+    elif ingredient == "seed":
+        profile = dataclasses.replace(profile, seed=7)
+    elif ingredient == "architecture":
+        monkeypatch.setitem(models.SCRATCH, "polazaro_baseline", _changed_baseline)
+    elif ingredient == "augmentation":
+        monkeypatch.setitem(experiments.PUBLISHED, "polazaro_baseline",
+                            dataclasses.replace(experiments.PUBLISHED["polazaro_baseline"], augment="polazaro"))
+    else:
+        monkeypatch.setitem(data.PROTOCOLS, "polazaro", {**data.PROTOCOLS["polazaro"], "test": 0.3})
     calls = []
-    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
-    changed = dataclasses.replace(profile, epochs=1)
-    retrained = training.get_or_train("polazaro_baseline", changed, index, verbose=0)
-    assert len(calls) == 1 and retrained.config["epochs"] == 1
-    assert retrained.history["epoch"].tolist() == [0]
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(a[0]) or first)
+    training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    assert len(calls) == 1, f"a changed {ingredient} must not reuse the old record"
 
 
 # ---- the evaluate command -----------------------------------------------------------------------
 
-def test_evaluate_command_prints_the_metrics_it_computed(tiny, tmp_path, capsys):
-    _, index, profile = tiny
-    record = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+def test_evaluate_command_prints_the_metrics_it_computed(trained, tmp_path, capsys):
+    record, _ = trained
     external = make_release(tmp_path / "external", counts={"COVID": 4, "Normal": 3, "Viral Pneumonia": 2}, seed=500)
     status = evaluate.main(["--run", str(record.path), "--data", str(external)])
     out = capsys.readouterr().out
@@ -179,9 +222,8 @@ def test_evaluate_command_prints_the_metrics_it_computed(tiny, tmp_path, capsys)
     assert "images: 9" in out and "pred Viral Pneumonia" in out
 
 
-def test_evaluate_command_refuses_a_folder_without_images(tiny, tmp_path, capsys):
-    _, index, profile = tiny
-    record = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+def test_evaluate_command_refuses_a_folder_without_images(trained, tmp_path, capsys):
+    record, _ = trained
     empty = tmp_path / "empty"
     for label in data.CLASSES:
         (empty / label).mkdir(parents=True)
@@ -201,24 +243,33 @@ def offline_weights(monkeypatch):
 
 
 def test_feature_cache_is_reused_and_augmented_views_differ(tiny, offline_weights, monkeypatch):
-    from helpers import backbones, features
+    from helpers import backbones
 
     _, index, _ = tiny
     frame = index.head(10)
     extractor, pretrained = backbones.feature_extractor("squeezenet", 32, allow_random=True)
-    first = features.cached_features(extractor, "squeezenet", 32, pretrained, frame)
-    view1 = features.cached_features(extractor, "squeezenet", 32, pretrained, frame, view=1, augment="thesis")
+    first = feature_cache.cached_features(extractor, "squeezenet", 32, pretrained, frame)
+    view1 = feature_cache.cached_features(extractor, "squeezenet", 32, pretrained, frame, view=1, augment="thesis")
     assert first.shape == (10, 512) and first.dtype == np.float32
     assert not np.allclose(first, view1)
-    path = features.cache_path("squeezenet", 32, pretrained, frame, 0)
+    path = feature_cache.cache_path("squeezenet", 32, pretrained, frame, 0)
     assert path.exists() and "random" in path.name
+    view_path = feature_cache.cache_path("squeezenet", 32, pretrained, frame, 1, "thesis")
+    assert view_path.exists()
+    # an augmented view is keyed on its augmentation and seed; the plain view 0 on neither
+    assert feature_cache.cache_path("squeezenet", 32, pretrained, frame, 1, "polazaro") != view_path
+    assert feature_cache.cache_path("squeezenet", 32, pretrained, frame, 1, "thesis", seed=7) != view_path
+    assert feature_cache.cache_path("squeezenet", 32, pretrained, frame, 0, "thesis", seed=7) == path
+    seeded = feature_cache.cached_features(extractor, "squeezenet", 32, pretrained, frame, view=1, augment="thesis",
+                                           seed=7)
+    assert not np.allclose(seeded, view1)
     with np.load(path, allow_pickle=False) as stored:
         assert stored["relpath"].tolist() == frame["relpath"].tolist()
-    monkeypatch.setattr(features, "extract", lambda *a, **k: pytest.fail("should read the cache"))
-    np.testing.assert_array_equal(features.cached_features(extractor, "squeezenet", 32, pretrained, frame), first)
-    assert features.cache_path("squeezenet", 32, pretrained, index.head(9), 0) != path
+    monkeypatch.setattr(feature_cache, "extract", lambda *a, **k: pytest.fail("should read the cache"))
+    np.testing.assert_array_equal(feature_cache.cached_features(extractor, "squeezenet", 32, pretrained, frame), first)
+    assert feature_cache.cache_path("squeezenet", 32, pretrained, index.head(9), 0) != path
     with pytest.raises(ValueError, match="augment"):
-        features.cached_features(extractor, "squeezenet", 32, pretrained, frame, view=2)
+        feature_cache.cached_features(extractor, "squeezenet", 32, pretrained, frame, view=2)
 
 
 def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights):
@@ -227,13 +278,13 @@ def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights)
     assert v0.metrics["epochs_run"] == 0 and v0.metrics["pretrained"] is False
     ec = training.get_or_train("squeezenet_ec", profile, index, verbose=0)
     n_train = (data.load_split(index, "thesis", profile)["split"] == "train").sum()
-    assert ec.config["scheme"] == "ec" and ec.metrics["epochs_run"] == profile.epochs
+    assert ec.config["scheme"] == "ec" and ec.metrics["epochs_run"] == profile.max_epochs
     assert ec.metrics["train_images"] == 2 * n_train  # view 0 and one augmented view (quick profile)
     ft2 = training.get_or_train("squeezenet_ft2", profile, index, verbose=0)
-    assert ft2.history["stage"].tolist() == ["head"] + ["fine-tune"] * profile.epochs
-    assert ft2.history["epoch"].tolist() == list(range(1 + profile.epochs))
+    assert ft2.history["stage"].tolist() == ["head"] * profile.max_epochs + ["fine-tune"] * profile.max_epochs
+    assert ft2.history["epoch"].tolist() == list(range(2 * profile.max_epochs))
     model = ft2.load_model()  # safe mode: the preprocessing layer is a registered class, not a lambda
     test = data.load_split(index, "thesis", profile).query("split == 'test'")
-    again = training.predict(model, test, ft2.config["image_size"])
-    np.testing.assert_allclose(training.probabilities(again), training.probabilities(ft2.test_predictions()),
+    again = metrics.predict(model, test, ft2.config["image_size"])
+    np.testing.assert_allclose(metrics.probabilities(again), metrics.probabilities(ft2.test_predictions()),
                                atol=1e-5)

@@ -1,0 +1,74 @@
+"""Cache what a frozen base computes, so EC heads train on features in seconds instead of images in minutes.
+
+A frozen base maps an unaugmented image to the same vector every epoch; computing it once and storing it as
+NumPy ``.npz`` (no pickle) is enough. With augmentation, a fixed number of augmented *views* per image is cached
+(view 0 is the image itself). A cache file is keyed on everything that produced it: the backbone, the input
+size, the weights, the images, and for an augmented view the augmentation's layers with their seeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import zipfile
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import config, data
+from .files import atomic_write
+
+
+def cache_path(backbone: str, image_size: int, pretrained: bool, frame: pd.DataFrame, view: int,
+               augment: str | None = None, seed: int = config.SEED):
+    """``data/cache/features/<backbone>-<size>-<weights>-<images>-<view>.npz``; an augmented view's name
+    carries a fingerprint of its augmentation layers' configuration (kind, factors and per-layer seeds)."""
+    images = hashlib.sha256("\n".join(frame["sha256"] + frame["relpath"]).encode()).hexdigest()[:12]
+    weights = "imagenet" if pretrained else "random"
+    view_key = "view0" if not view else f"view{view}-{augment}-{_augmentation_fingerprint(augment, seed + view)}"
+    return config.DATA_DIR / "cache" / "features" / f"{backbone}-{image_size}-{weights}-{images}-{view_key}.npz"
+
+
+def _augmentation_fingerprint(augment: str | None, seed: int) -> str:
+    layer = data.project_augmentation(augment, seed)
+    settings = [[type(x).__name__, {k: v for k, v in x.get_config().items() if k != "name"}] for x in layer.layers]
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def extract(extractor, frame: pd.DataFrame, image_size: int, *, augment=None, seed: int = config.SEED,
+            batch_size: int = 64, desc: str = "features") -> np.ndarray:
+    """Run ``extractor`` over the images of ``frame`` in order (optionally through ``augment``)."""
+    ds = data.make_dataset(frame, image_size, batch_size, training=augment is not None, shuffle=False,
+                           augment=augment, seed=seed, cache=False)
+    chunks = [extractor(images, training=False).numpy()
+              for images, _ in tqdm(ds, desc=desc, total=-(-len(frame) // batch_size), mininterval=2)]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def cached_features(extractor, backbone: str, image_size: int, pretrained: bool, frame: pd.DataFrame, *,
+                    view: int = 0, augment: str | None = None, seed: int = config.SEED) -> np.ndarray:
+    """The features of ``frame``'s images for one view, read from the cache or computed and saved.
+
+    View 0 is unaugmented; view k >= 1 passes every image through the project augmentation ``augment``
+    (``data.project_augmentation``) seeded with ``seed + k``, so views differ from each other and the same
+    view is the same on every rerun.
+    """
+    if view and augment is None:
+        raise ValueError("Augmented views (view >= 1) need an augment layer.")
+    path = cache_path(backbone, image_size, pretrained, frame, view, augment, seed)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                if stored["relpath"].tolist() == frame["relpath"].tolist():
+                    return stored["features"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            # written atomically, so only a disk fault or a hand copy gets here: never trust a damaged file
+            warnings.warn(f"The feature cache {path} is damaged ({type(error).__name__}: {error}); "
+                          "computed again.", stacklevel=2)
+    layer = data.project_augmentation(augment, seed + view) if view else None
+    features = extract(extractor, frame, image_size, augment=layer, seed=seed + view,
+                       desc=f"{backbone} features, view {view}")
+    atomic_write(path, lambda tmp: np.savez(tmp, features=features, relpath=frame["relpath"].to_numpy(dtype=str)))
+    return features
