@@ -6,12 +6,13 @@ BIN    := $(VENV)/bin
 PROFILE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: run test unit lab bench clean-runs
+.PHONY: run test unit lab bench lock clean-runs
 
-$(BIN)/activate: requirements.txt pyproject.toml
+# The exact versions of the committed run (requirements.lock); `make lock` renews them from requirements.txt.
+$(BIN)/activate: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.lock
 	touch $(BIN)/activate
 
 # Execute every notebook in order, in place, with outputs: what is committed comes from this target.
@@ -36,6 +37,15 @@ bench: $(BIN)/activate
 
 lab: $(BIN)/activate
 	$(BIN)/jupyter lab notebooks/
+
+# A fresh environment from requirements.txt's ranges, frozen into requirements.lock (then rerun make test).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet -r requirements.txt
+	{ echo "# Exact versions of the committed run (Python 3.11, Linux x86_64), installed by make run / make test."; \
+	  echo "# Made by \`make lock\` from requirements.txt's ranges; requirements.txt keeps the ranges for embedding helpers."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | grep -v "^#"; echo "-e ."; } > requirements.lock
+	rm -rf .venv-lock
 
 clean-runs:
 	rm -rf data/runs/quick

@@ -62,15 +62,11 @@ def record(title: str, lines: list[str]) -> None:
 
 def trainable_model(exp, profile):
     """The model a run trains on images, compiled as the run compiles it (scratch, or the whole fine-tuned net)."""
-    from helpers import backbones, models, training
+    from helpers import backbones, training
 
-    if exp.scheme == "scratch":
-        model = models.build(exp.model, exp.image_size)
-    else:
-        extractor, _ = backbones.feature_extractor(exp.model, exp.image_size, allow_random=True)
-        model = backbones.classifier(extractor, backbones.head(extractor.output_shape[-1], exp.head,
-                                                               seed=profile.seed))
-        backbones.unfreeze_for_fine_tuning(extractor)
+    model, pretrained = training.build_model(exp, profile)
+    if exp.family != "scratch":
+        backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=pretrained)
     training.compile_model(model, exp.optimizer, exp.learning_rate)
     return model
 
@@ -119,14 +115,13 @@ def pipeline_rates(index, run: str, images: int, epochs: int) -> dict:
 
 def cache_speedup(index, images: int, epochs: int) -> dict:
     """Seconds per epoch of the EC head on cached SqueezeNet features against the frozen base run each epoch."""
-    from helpers import backbones, config, data, features
+    from helpers import config, data, experiments, timing
 
     profile = config.current("cpu")
     split = data.load_split(index, "thesis", profile)
     rows = split[split["split"] == "train"].head(images)
-    extractor, pretrained = backbones.feature_extractor("squeezenet", 224, allow_random=True)
-    return {**features.epoch_seconds_with_and_without_cache(extractor, rows, 224, epochs=epochs),
-            "weights": "ImageNet" if pretrained else "random init"}
+    result = timing.cache_speedup(experiments.experiment("squeezenet_ec", profile), profile, rows, epochs=epochs)
+    return {**result, "weights": "ImageNet" if result["pretrained"] else "random init"}
 
 
 def components(args) -> None:

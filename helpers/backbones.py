@@ -231,17 +231,20 @@ def classifier(extractor: keras.Model, top: keras.Model) -> keras.Model:
     return keras.Model(inputs, top(extractor(inputs)), name=f"{extractor.name.removesuffix('_features')}_{top.name}")
 
 
-def unfreeze_for_fine_tuning(extractor: keras.Model) -> None:
-    """Make the whole base trainable except its batch-norm layers, which stay frozen in inference mode.
+def unfreeze_for_fine_tuning(extractor: keras.Model, pretrained: bool = True) -> None:
+    """Make the whole base trainable except, for an ImageNet-trained base, its batch-norm layers, which stay
+    frozen in inference mode with their ImageNet statistics.
 
     Calling the base with ``training=False`` is not enough in Keras 3: ``fit`` passes ``training=True`` down
     to nested models (keras-team/keras#20285), so batch statistics would drift with our small batches. A
-    non-trainable BatchNormalization layer always uses its moving statistics.
+    non-trainable BatchNormalization layer always uses its moving statistics. A randomly initialised base
+    (``pretrained=False``, the quick profile) has no statistics worth keeping: its batch norm trains as usual
+    (frozen at mean 0 / variance 1 it let a deep random base's activations blow up to NaN).
     """
     extractor.trainable = True
     for layer in all_layers(extractor):
         if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
+            layer.trainable = not pretrained
 
 
 def all_layers(model):

@@ -68,9 +68,7 @@ def layer_probe(model: keras.Model, names: list[str]):
              for layer in model.layers if isinstance(layer, keras.Model)}
     checked = []
 
-    def run_chain(x):
-        """Each layer on the previous one's output (our nested classifiers are chains); the first batch checks
-        that this reproduces the model's own output, so a model of another shape is refused, not misread."""
+    def walk(x):
         found, y = {}, x
         for layer in model.layers[1:]:
             if inner.get(layer.name):
@@ -80,13 +78,24 @@ def layer_probe(model: keras.Model, names: list[str]):
                 y = layer(y, training=False)
             if layer.name in names:
                 found[layer.name] = y
-        if not checked:
-            if not np.allclose(keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(model(x, training=False)),
-                               atol=1e-4, rtol=1e-3):
-                raise ValueError(f"{model.name} nests a model but is not a simple chain of layers; explain "
-                                 "supports nesting only in chains (as our classifiers are).")
-            checked.append(True)
         return [found[n] for n in names], y
+
+    def run_chain(x):
+        """Each layer on the previous one's output (our nested classifiers are chains); the first batch checks
+        that this reproduces the model's own output, so a model of another shape is refused, not misread."""
+        if checked:
+            return walk(x)
+        refusal = (f"{model.name} nests a model but is not a simple chain of layers; explain supports nesting "
+                   "only in chains (as our classifiers are).")
+        try:
+            found, y = walk(x)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(refusal) from error
+        if not np.allclose(keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(model(x, training=False)),
+                           atol=1e-4, rtol=1e-3):
+            raise ValueError(refusal)
+        checked.append(True)
+        return found, y
     return run_chain
 
 

@@ -194,3 +194,49 @@ def show_run(record, prefix: str, profile: config.Profile) -> None:
          f"{prefix}_confusion_{name}", profile)
     plt.show()
     display(results.compare(record))
+
+
+def masked_accuracy(masked, example_image, views) -> plt.Figure:
+    """One example image under each view of ``views`` (name -> ``explain.masking`` keep), then each model's test
+    accuracy with its 95 % interval under every view (``masked``: rows of model, view, accuracy, ci_low,
+    ci_high, as ``shortcuts.masked_accuracy`` gives them per model)."""
+    from . import explain
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), gridspec_kw={"width_ratios": [1, 1, 1, 3.2]},
+                             layout="constrained")
+    size = example_image.shape[1]
+    for ax, (view, keep) in zip(axes, views.items()):
+        shown = example_image if keep is None else explain.masking(size, keep)(example_image)
+        ax.imshow(shown[0, ..., 0], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(view, fontsize=10)
+        ax.axis("off")
+    ax = axes[3]
+    pivot = masked.pivot(index="model", columns="view", values="accuracy")[list(views)]
+    low = masked.pivot(index="model", columns="view", values="ci_low")[list(views)]
+    high = masked.pivot(index="model", columns="view", values="ci_high")[list(views)]
+    errors = np.stack([(pivot - low).to_numpy().T, (high - pivot).to_numpy().T], axis=1)  # (views, 2, models)
+    pivot.plot.barh(ax=ax, xerr=errors, capsize=3, color=["#666666", "#d95f02", "#1b9e77"], width=0.75)
+    ax.axvline(1 / 3, ls=":", c="k", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test accuracy (95 % CI)")
+    ax.set_ylabel("")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title("Accuracy when part of the image is hidden")
+    return fig
+
+
+def group_accuracy_bars(table, title: str) -> plt.Figure:
+    """Per model and group: the share classified correctly on outside images beside the model's own test
+    sensitivity for that class (``table``: model, group, images, accuracy, own test sensitivity)."""
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(table) + 1.2))
+    labels = [f"{m} · {g} (n={n})" for m, g, n in zip(table["model"], table["group"], table["images"])]
+    y = np.arange(len(table))
+    ax.barh(y + 0.2, table["own test sensitivity"], height=0.4, color="#999999", label="own test set (same class)")
+    ax.barh(y - 0.2, table["accuracy"], height=0.4, color="#d95f02", label="left-out images")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share classified correctly")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(title)
+    return fig

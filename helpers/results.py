@@ -17,9 +17,9 @@ def published() -> pd.DataFrame:
         return pd.read_csv(handle)
 
 
-def published_row(run_name: str) -> pd.Series:
-    """The published result that the run ``run_name`` is compared with (``Experiment.published``)."""
-    project, model = experiments.PUBLISHED[run_name].published
+def published_row(record) -> pd.Series:
+    """The published result a run record is compared with (its experiment's ``published`` field)."""
+    project, model = record.config.get("published") or experiments.PUBLISHED[record.name].published
     table = published()
     return table[(table["project"] == project) & (table["model"] == model)].iloc[0]
 
@@ -27,7 +27,7 @@ def published_row(run_name: str) -> pd.Series:
 def compare(record) -> pd.DataFrame:
     """One run beside the published result it reproduces: accuracy with interval, per-class sensitivity, ..."""
     test, mine = record.metrics["test"], record.metrics
-    theirs = published_row(record.name)
+    theirs = published_row(record)
     per_class = test["per_class"]
 
     def fmt(value, digits=4):
@@ -95,7 +95,7 @@ def table_row(record) -> dict:
     history = record.history
     chosen = history[history["selected"].astype(bool)].tail(1) if "selected" in history else history.tail(0)
     at_selected = chosen.iloc[0] if len(chosen) else {}
-    theirs = published_row(record.name)
+    theirs = published_row(record)
     row = {
         "model": record.name, "family": experiments.FAMILY[cfg["scheme"]], "backbone": cfg["model"],
         "pretrained": bool(m.get("pretrained")), "protocol": cfg["protocol"], "image_size": cfg["image_size"],
@@ -127,6 +127,15 @@ def results_table(records) -> pd.DataFrame:
     """
     records = list(records.values()) if isinstance(records, dict) else list(records)
     return pd.DataFrame([table_row(r) for r in records])
+
+
+def best_on_validation(table: pd.DataFrame, family: str | None = None) -> str:
+    """The run of ``table`` (``results_table``) with the highest validation accuracy, optionally within one family
+    (scratch, EC, FT): how every notebook chooses a model, never on test."""
+    rows = table if family is None else table[table["family"] == family]
+    if rows.empty:
+        raise ValueError(f"No run of family {family!r} in the table.")
+    return str(rows.set_index("model")["val_accuracy"].idxmax() if "model" in rows else rows["val_accuracy"].idxmax())
 
 
 def paired_comparison(a, b) -> dict:

@@ -19,6 +19,10 @@ from . import backbones, config, data, feature_cache, metrics, models, records
 from .experiments import Experiment, experiment
 from .files import read_json, write_json
 
+class TrainingDivergedError(RuntimeError):
+    """A run's losses became NaN or infinite, so it has no weights worth evaluating."""
+
+
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "selected"]
 
 
@@ -130,12 +134,14 @@ def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y
              keras.callbacks.BackupAndRestore(str(work / f"backup{stage}"), double_checkpoint=True)]
     if exp.early_stopping:
         steps.append(ResumingEarlyStopping(work / f"early_stopping{stage}.json", exp.early_stopping))
+    steps.append(keras.callbacks.TerminateOnNaN())
     model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[*steps, *callbacks],
               batch_size=exp.batch_size if y is not None else None,
               shuffle=y is not None, verbose=verbose)  # a tf.data pipeline shuffles itself
+    history = _stage_history(history_file, times_file, exp)
     if exp.selection == "best_val_loss":
         model.load_weights(best)
-    return _stage_history(history_file, times_file, exp)
+    return history
 
 
 def _stage_history(history_file: Path, times_file: Path, exp: Experiment) -> pd.DataFrame:
@@ -144,6 +150,11 @@ def _stage_history(history_file: Path, times_file: Path, exp: Experiment) -> pd.
     history = pd.read_csv(history_file).drop_duplicates("epoch", keep="last")
     times = pd.read_csv(times_file).drop_duplicates("epoch", keep="last")
     history = history.merge(times, on="epoch", how="left").reset_index(drop=True)
+    if not np.isfinite(history["val_loss"]).any():
+        raise TrainingDivergedError(
+            f"{exp.name}: training diverged (no epoch ended with a finite validation loss; losses "
+            f"{history['loss'].round(3).tolist()}). Lower the learning rate ({exp.learning_rate:g}, "
+            f"{exp.optimizer}) or check the inputs; {history_file.parent} holds the attempt.")
     if exp.selection == "best_val_loss":
         selected = int(history["val_loss"].idxmin())
     elif exp.selection == "last_epoch":
@@ -218,7 +229,7 @@ def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
         exp, profile, split, work, callbacks if head_epochs else [], verbose, epochs=head_epochs,
         optimizer="adam", learning_rate=exp.head_learning_rate, stage="_head")
     # everything but batch norm, which keeps its ImageNet statistics
-    backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"))
+    backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=bool(pretrained))
     train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
     decay = exp.epochs * len(train_ds) if exp.cosine else None
     compile_model(model, exp.optimizer, exp.learning_rate, decay)

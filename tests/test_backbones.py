@@ -121,6 +121,8 @@ def test_classifier_nests_extractor_and_head_and_fine_tuning_keeps_batch_norm_fr
         np.testing.assert_array_equal(now, then)
     conv = next(layer for layer in extractor.get_layer("densenet121").layers if isinstance(layer, keras.layers.Conv2D))
     assert conv.trainable and len(model.trainable_weights) > len(top.trainable_weights)
+    backbones.unfreeze_for_fine_tuning(extractor, pretrained=False)  # random init: no statistics to keep
+    assert bn.trainable
 
 
 def test_unknown_head_and_backbone_and_too_small_input_are_clear_errors():

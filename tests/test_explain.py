@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from helpers import backbones, explain
+from helpers import backbones, explain, models
 
 SIZE, SQUARE = 32, 8
 
@@ -36,7 +36,14 @@ def _conv_base():
 def flat_model():
     inputs, x = _conv_base()
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(2, activation="softmax")(x), name="flat")
+    return keras.Model(inputs, models.class_scores(x, 2), name="flat")
+
+
+def flat_model_without_logits():
+    """A model from elsewhere: softmax inside the last Dense, so Grad-CAM falls back to the probability."""
+    inputs, x = _conv_base()
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(2, activation="softmax")(x), name="flat_probabilities")
 
 
 def sequential_model():
@@ -45,7 +52,8 @@ def sequential_model():
                              layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
                              layers.MaxPooling2D(2, name="pool1"),
                              layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
-                             layers.GlobalAveragePooling2D(), layers.Dense(2, activation="softmax")])
+                             layers.GlobalAveragePooling2D(), layers.Dense(2, name="logits"),
+                             layers.Activation("softmax", name="predictions")])
 
 
 def nested_model():
@@ -57,15 +65,19 @@ def nested_model():
     return backbones.classifier(extractor, backbones.head(16, "v1", num_classes=2))
 
 
-@pytest.fixture(scope="module", params=["flat", "nested", "sequential"])
+BUILDERS = {"flat": flat_model, "nested": nested_model, "sequential": sequential_model,
+            "flat, no logits": flat_model_without_logits}
+
+
+@pytest.fixture(scope="module", params=list(BUILDERS))
 def trained(request, tmp_path_factory):
     keras.utils.set_random_seed(0)
-    model = {"flat": flat_model, "nested": nested_model, "sequential": sequential_model}[request.param]()
+    model = BUILDERS[request.param]()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     x, y, _ = square_images(400, seed=1)
     model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    path = tmp_path_factory.mktemp(request.param) / "model.keras"  # explain works on models as saved
+    path = tmp_path_factory.mktemp("model") / "model.keras"  # explain works on models as saved
     model.save(path)
     return keras.saving.load_model(path, safe_mode=True)
 
@@ -90,6 +102,22 @@ def test_gradcam_maximum_falls_inside_the_square(trained):
     for heat, (r, c) in zip(full, corners[y == 1]):
         peak_r, peak_c = np.unravel_index(heat.argmax(), heat.shape)
         assert r <= peak_r < r + SQUARE and c <= peak_c < c + SQUARE
+
+
+def test_gradcam_addresses_the_class_scores_where_the_model_has_them(trained):
+    assert explain.class_score_layer(trained) == (None if trained.name == "flat_probabilities" else "logits")
+
+
+def test_a_nested_model_that_is_not_a_chain_is_refused():
+    base = keras.Model(*_conv_base(), name="base")
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    pooled = layers.GlobalAveragePooling2D(name="pool")(base(inputs))
+    side = layers.GlobalAveragePooling2D(name="side")(inputs)  # a branch around the nested base
+    joined = layers.Concatenate(name="join")([pooled, side])
+    model = keras.Model(inputs, models.class_scores(joined, 2), name="branched")
+    x, _, _ = square_images(2, seed=6)
+    with pytest.raises(ValueError, match="not a simple chain"):
+        explain.gradcam(model, x)
 
 
 def test_gradcam_defaults_to_the_predicted_class(trained):

@@ -158,6 +158,19 @@ def test_the_weights_of_the_lowest_validation_loss_are_the_ones_evaluated(tiny):
     assert record.metrics["val"]["loss"] == pytest.approx(record.history.loc[best, "val_loss"], rel=1e-3)
 
 
+def test_a_diverged_run_is_a_clear_error_not_a_record(tiny):
+    _, index, profile = tiny
+    exp = dataclasses.replace(experiments.experiment("polazaro_baseline", profile), name="diverging", epochs=2)
+
+    class Explode(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate.assign(1e30)
+
+    with pytest.raises(training.TrainingDivergedError, match="diverging: training diverged"):
+        training.train(exp, profile, _split(index, profile), callbacks=[Explode()], verbose=0)
+    assert not (profile.runs_dir / "diverging").exists()
+
+
 def test_incomplete_record_is_refused_with_the_missing_file_named(tiny, tmp_path):
     folder = tmp_path / "broken-run"
     folder.mkdir()
