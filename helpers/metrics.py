@@ -21,12 +21,15 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     """Loss, accuracy with a 95 % bootstrap interval, per-class sensitivity / precision / F1 / AUC, macro-F1,
     one-vs-rest AUC and the confusion matrix (rows true, columns predicted, class order of ``data.CLASSES``).
 
-    Undefined values (precision of a class never predicted, AUC of a class absent) are None, not 0.
+    Undefined values (precision of a class never predicted, AUC of a class absent) are None, not 0. A diverged
+    model's NaN outputs count as a prediction of the first class (what ``argmax`` makes of them, and what a
+    user of that model would get); its loss and AUC are None.
     """
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=float)
     labels = list(range(len(data.CLASSES)))
-    predicted = proba.argmax(axis=1)
+    finite = bool(np.isfinite(proba).all())
+    predicted = np.nan_to_num(proba, nan=-np.inf).argmax(axis=1)
     correct = (predicted == y_true).astype(float)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, predicted, labels=labels, zero_division=np.nan)
@@ -35,13 +38,13 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     per_class = {}
     for k, name in enumerate(data.CLASSES):
         present = 0 < (y_true == k).sum() < len(y_true)
-        auc = roc_auc_score(y_true == k, proba[:, k]) if present else np.nan
+        auc = roc_auc_score(y_true == k, proba[:, k]) if present and finite else np.nan
         per_class[name] = {"sensitivity": recall[k], "precision": precision[k], "f1": f1[k], "auc": auc,
                            "support": int(support[k])}
     aucs = [c["auc"] for c in per_class.values() if not np.isnan(c["auc"])]
     return json_ready({
         "n": len(y_true),
-        "loss": log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels),
+        "loss": log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels) if finite else np.nan,
         "accuracy": correct.mean(),
         "accuracy_ci_low": interval[0], "accuracy_ci_high": interval[1],
         "macro_f1": f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0),
@@ -79,7 +82,7 @@ def predict(model: keras.Model, frame: pd.DataFrame, image_size: int, batch_size
     ``preprocess`` transforms each batch of [0, 255] images first (e.g. ``explain.masking``)."""
     proba = model.predict(data.make_dataset(frame, image_size, batch_size, preprocess=preprocess), verbose=0)
     out = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "true": frame["class_id"].to_numpy(),
-                        "predicted": proba.argmax(axis=1)})
+                        "predicted": np.nan_to_num(proba, nan=-np.inf).argmax(axis=1)})
     if "split" in frame:
         out.insert(1, "split", frame["split"].to_numpy())
     for k, name in enumerate(data.CLASSES):

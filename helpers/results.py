@@ -98,7 +98,8 @@ def table_row(record) -> dict:
     theirs = published_row(record)
     row = {
         "model": record.name, "family": experiments.FAMILY[cfg["scheme"]], "backbone": cfg["model"],
-        "pretrained": bool(m.get("pretrained")), "protocol": cfg["protocol"], "image_size": cfg["image_size"],
+        "pretrained": bool(m.get("pretrained")), "diverged": bool(m.get("diverged")), "protocol": cfg["protocol"],
+        "image_size": cfg["image_size"],
         "epochs": m["epochs_run"],
         "selected_epoch": None if m.get("selected_epoch") is None else m["selected_epoch"] + 1,
         "loss": at_selected.get("loss"), "accuracy": at_selected.get("accuracy"),

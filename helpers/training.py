@@ -19,10 +19,6 @@ from . import backbones, config, data, feature_cache, metrics, models, records
 from .experiments import Experiment, experiment
 from .files import read_json, write_json
 
-class TrainingDivergedError(RuntimeError):
-    """A run's losses became NaN or infinite, so it has no weights worth evaluating."""
-
-
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "selected"]
 
 
@@ -139,7 +135,7 @@ def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y
               batch_size=exp.batch_size if y is not None else None,
               shuffle=y is not None, verbose=verbose)  # a tf.data pipeline shuffles itself
     history = _stage_history(history_file, times_file, exp)
-    if exp.selection == "best_val_loss":
+    if exp.selection == "best_val_loss" and best.exists():  # no file: no epoch ended with a finite loss
         model.load_weights(best)
     return history
 
@@ -150,14 +146,9 @@ def _stage_history(history_file: Path, times_file: Path, exp: Experiment) -> pd.
     history = pd.read_csv(history_file).drop_duplicates("epoch", keep="last")
     times = pd.read_csv(times_file).drop_duplicates("epoch", keep="last")
     history = history.merge(times, on="epoch", how="left").reset_index(drop=True)
-    if not np.isfinite(history["val_loss"]).any():
-        raise TrainingDivergedError(
-            f"{exp.name}: training diverged (no epoch ended with a finite validation loss; losses "
-            f"{history['loss'].round(3).tolist()}). Lower the learning rate ({exp.learning_rate:g}, "
-            f"{exp.optimizer}) or check the inputs; {history_file.parent} holds the attempt.")
-    if exp.selection == "best_val_loss":
+    if exp.selection == "best_val_loss" and np.isfinite(history["val_loss"]).any():
         selected = int(history["val_loss"].idxmin())
-    elif exp.selection == "last_epoch":
+    elif exp.selection in ("last_epoch", "best_val_loss"):  # the latter: every epoch diverged
         selected = len(history) - 1
     else:
         raise ValueError(f"Unknown selection {exp.selection!r}; use 'best_val_loss' or 'last_epoch'.")
@@ -241,6 +232,13 @@ def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
     return model, history, n_train, pretrained
 
 
+def _diverged(history: pd.DataFrame) -> bool:
+    """Whether no epoch of the last training stage ended with a finite validation loss (so the model's weights
+    are those of a diverged run: TerminateOnNaN stopped it and no best checkpoint exists)."""
+    last = history[history["stage"] == history["stage"].iloc[-1]] if "stage" in history and len(history) else history
+    return bool(len(last)) and not np.isfinite(last["val_loss"].astype(float)).any()
+
+
 def _selected_epoch(history: pd.DataFrame) -> int | None:
     """The (0-based) epoch whose weights were evaluated: the last stage's selected epoch."""
     chosen = history.index[history["selected"].astype(bool)] if "selected" in history else []
@@ -289,7 +287,12 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "parameters": int(model.count_params()),
         "pretrained": pretrained,
+        "diverged": _diverged(history),
     }
+    if scores["diverged"]:
+        print(f"{exp.name} diverged: no epoch of its last stage ended with a finite validation loss (training "
+              f"losses {history['loss'].round(3).tolist()}), so its outputs are NaN and every image is predicted "
+              "as the first class. The record says so ('diverged' in metrics.json).")
     record = records.write_record(final, cfg, history, scores, predictions, model)
     shutil.rmtree(work, ignore_errors=True)
     return record

@@ -138,6 +138,7 @@ def test_record_round_trips_and_the_model_reloads(tiny, trained, monkeypatch):
     assert record.config["split_file"] == split.attrs["file"]
     for key in ("train_seconds", "images_per_second", "peak_memory_mb", "parameters"):
         assert record.metrics[key] > 0
+    assert record.metrics["diverged"] is False
 
 
 def test_the_weights_of_the_lowest_validation_loss_are_the_ones_evaluated(tiny):
@@ -158,7 +159,7 @@ def test_the_weights_of_the_lowest_validation_loss_are_the_ones_evaluated(tiny):
     assert record.metrics["val"]["loss"] == pytest.approx(record.history.loc[best, "val_loss"], rel=1e-3)
 
 
-def test_a_diverged_run_is_a_clear_error_not_a_record(tiny):
+def test_a_diverged_run_is_recorded_as_diverged(tiny, capsys):
     _, index, profile = tiny
     exp = dataclasses.replace(experiments.experiment("polazaro_baseline", profile), name="diverging", epochs=2)
 
@@ -166,9 +167,11 @@ def test_a_diverged_run_is_a_clear_error_not_a_record(tiny):
         def on_train_batch_begin(self, batch, logs=None):
             self.model.optimizer.learning_rate.assign(1e30)
 
-    with pytest.raises(training.TrainingDivergedError, match="diverging: training diverged"):
-        training.train(exp, profile, _split(index, profile), callbacks=[Explode()], verbose=0)
-    assert not (profile.runs_dir / "diverging").exists()
+    record = training.train(exp, profile, _split(index, profile), callbacks=[Explode()], verbose=0)
+    assert "diverging diverged" in capsys.readouterr().out
+    assert record.metrics["diverged"] is True and record.metrics["test"]["loss"] is None
+    assert (record.test_predictions()["predicted"] == 0).all()  # NaN outputs: argmax's first class
+    assert record.metrics["test"]["accuracy"] == pytest.approx((record.test_predictions()["true"] == 0).mean())
 
 
 def test_incomplete_record_is_refused_with_the_missing_file_named(tiny, tmp_path):
