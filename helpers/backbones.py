@@ -219,7 +219,7 @@ def feature_extractor(name: str, image_size: int, *, allow_random: bool = False,
     """
     base, pretrained = backbone(name, image_size, allow_random=allow_random, weights=weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = BackbonePreprocess(BACKBONES[name][1], name="preprocess")(inputs)
+    x = BackbonePreprocess(BACKBONES[name][1], name="preprocess", dtype="float32")(inputs)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, x, name=f"{name}_features"), pretrained

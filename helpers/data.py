@@ -395,7 +395,7 @@ def _decode(path, size: int):
 
 def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, training: bool = False,
                  preprocess=None, augment=None, seed: int = config.SEED, cache: bool = True,
-                 shuffle: bool | None = None):
+                 shuffle: bool | None = None, one_hot: bool = False, mixup: float = 0.0):
     """A ``tf.data.Dataset`` of ``(images, class_ids)`` batches for the rows of ``frame``.
 
     Images are decoded once to 8-bit grayscale at ``image_size`` and cached in memory, then repeated to
@@ -403,6 +403,8 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, train
     layer, e.g. ``augmentation()``) is given, augmented: every row, or only rows whose ``augment`` column is
     True. ``preprocess`` (a backbone's input convention) runs last. Evaluation data keeps the frame's order;
     ``shuffle=False`` keeps it for training data too (augmented feature views, which must stay aligned).
+    ``one_hot`` gives labels as one-hot rows (for label smoothing); ``mixup`` > 0 blends the training images
+    and their one-hot labels in pairs with Keras's ``MixUp`` layer (its ``alpha``).
     """
     import tensorflow as tf
 
@@ -431,6 +433,17 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, train
         ds = ds.map(maybe_augment)
     ds = ds.map(lambda images, labels, flags: (tf.image.grayscale_to_rgb(images), labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
+    if one_hot or (training and mixup):
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, len(CLASSES))), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and mixup:
+        import keras
+
+        mix = keras.layers.MixUp(alpha=mixup, seed=layer_seeds(seed, 5)[4])  # its own stream, as each layer
+
+        def mixed(images, labels):
+            out = mix({"images": images, "labels": labels}, training=True)
+            return out["images"], out["labels"]
+        ds = ds.map(mixed)  # serially, like the augmentation
     if preprocess is not None:
         ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -447,16 +460,18 @@ def layer_seeds(seed: int, count: int) -> list[int]:
 
 
 def augmentation(flip: bool = True, rotation: float = 0.0, zoom: tuple | float | None = None,
-                 brightness: float | None = None, seed: int = config.SEED):
+                 brightness: float | None = None, translation: float = 0.0, contrast: float = 0.0,
+                 seed: int = config.SEED):
     """A Keras ``Sequential`` of preprocessing layers for images in [0, 255], each layer with its own seed.
 
     thesis: ``augmentation(zoom=(0.0, 0.2), brightness=0.2)`` (flip, zoom out up to 20 %, brightness);
     polazaro: ``augmentation(rotation=15 / 360)`` (flip, rotation within +-15 degrees).
+    ``translation`` shifts by up to that share of the size, ``contrast`` scales contrast by up to 1 +- it.
     """
     import keras
 
-    seeds = iter(layer_seeds(seed, 4))  # one per possible layer, in a fixed order
-    flip_seed, rotation_seed, zoom_seed, brightness_seed = (next(seeds) for _ in range(4))
+    # one seed per possible layer, in a fixed order (index 4 is MixUp's, in make_dataset)
+    flip_seed, rotation_seed, zoom_seed, brightness_seed, _, translation_seed, contrast_seed = layer_seeds(seed, 7)
     layers = []
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=flip_seed))
@@ -464,19 +479,29 @@ def augmentation(flip: bool = True, rotation: float = 0.0, zoom: tuple | float |
         layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=rotation_seed))
     if zoom is not None:
         layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=zoom_seed))
+    if translation:
+        layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="constant",
+                                                     seed=translation_seed))
     if brightness:
         layers.append(keras.layers.RandomBrightness(brightness, value_range=(0, 255), seed=brightness_seed))
+    if contrast:
+        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=contrast_seed))
     return keras.Sequential(layers, name="augmentation")
 
 
 PROJECT_AUGMENTATIONS = {
     "thesis": {"flip": True, "zoom": (0.0, 0.2), "brightness": 0.2},  # flip, zoom out to 20 %, brightness
     "polazaro": {"flip": True, "rotation": 15 / 360},                # left-right flip, rotation within +-15 deg
+    # stronger, for the improved recipe (notebook 04): no flip (a chest is not symmetric), small rotations and
+    # shifts, zoom in and out, brightness and contrast
+    "strong": {"flip": False, "rotation": 10 / 360, "zoom": (-0.15, 0.15), "translation": 0.08,
+               "brightness": 0.2, "contrast": 0.2},
 }
 
 
 def project_augmentation(kind: str | None, seed: int = config.SEED):
-    """The augmentation a project used (``"thesis"`` or ``"polazaro"``) as Keras layers; None gives None."""
+    """The augmentation a project used (``"thesis"`` or ``"polazaro"``), or the improved recipe's
+    (``"strong"``), as Keras layers; None gives None."""
     if kind is None:
         return None
     if kind not in PROJECT_AUGMENTATIONS:

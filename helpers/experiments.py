@@ -31,6 +31,13 @@ class Experiment:
     head_epochs: int = 0            # ft2: epochs of stage 1 (head only, on cached features)
     head_learning_rate: float = 1e-3  # ft2: learning rate of stage 1
     cosine: bool = False            # cosine decay of the learning rate to zero over the (last) stage
+    warmup_epochs: int = 0          # linear warm-up of the learning rate over the first epochs (with cosine)
+    weight_decay: float = 0.0       # decoupled weight decay: AdamW instead of Adam where > 0
+    label_smoothing: float = 0.0    # cross-entropy against smoothed one-hot labels (image stage)
+    ema: bool = False               # evaluate and keep an exponential moving average of the weights
+    mixup: float = 0.0              # MixUp's alpha on training batches (0: off)
+    tta_flip: bool = False          # predictions averaged over the image and its left-right mirror
+    precision: str = "float32"      # or "mixed_bfloat16" (Keras mixed precision; CPUs with AVX512-BF16)
     selection: str = "best_val_loss"  # weights evaluated: of the epoch with the lowest validation loss
     source: str = ""                # which project the run reproduces, and where we deviate
     published: tuple[str, str] = ("", "")  # (project, model) of the published result it is compared with

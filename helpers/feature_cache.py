@@ -21,11 +21,12 @@ from .files import atomic_write
 
 
 def cache_path(backbone: str, image_size: int, pretrained: bool, frame: pd.DataFrame, view: int,
-               augment: str | None = None, seed: int = config.SEED):
+               augment: str | None = None, seed: int = config.SEED, precision: str = "float32"):
     """``data/cache/features/<backbone>-<size>-<weights>-<images>-<view>.npz``; an augmented view's name
-    carries a fingerprint of its augmentation layers' configuration (kind, factors and per-layer seeds)."""
+    carries a fingerprint of its augmentation layers' configuration (kind, factors and per-layer seeds); a base
+    computing in another precision than float32 names it."""
     images = hashlib.sha256("\n".join(frame["sha256"] + frame["relpath"]).encode()).hexdigest()[:12]
-    weights = "imagenet" if pretrained else "random"
+    weights = ("imagenet" if pretrained else "random") + ("" if precision == "float32" else f"-{precision}")
     view_key = "view0" if not view else f"view{view}-{augment}-{_augmentation_fingerprint(augment, seed + view)}"
     return config.DATA_DIR / "cache" / "features" / f"{backbone}-{image_size}-{weights}-{images}-{view_key}.npz"
 
@@ -44,11 +45,12 @@ def extract(extractor, frame: pd.DataFrame, image_size: int, *, augment=None, se
                            augment=augment, seed=seed, cache=False)
     chunks = [extractor(images, training=False).numpy()
               for images, _ in tqdm(ds, desc=desc, total=-(-len(frame) // batch_size), mininterval=2)]
-    return np.concatenate(chunks).astype(np.float32)
+    return np.concatenate(chunks).astype(np.float32)  # bfloat16 features too: the head trains in float32 input
 
 
 def cached_features(extractor, backbone: str, image_size: int, pretrained: bool, frame: pd.DataFrame, *,
-                    view: int = 0, augment: str | None = None, seed: int = config.SEED) -> np.ndarray:
+                    view: int = 0, augment: str | None = None, seed: int = config.SEED,
+                    precision: str = "float32") -> np.ndarray:
     """The features of ``frame``'s images for one view, read from the cache or computed and saved.
 
     View 0 is unaugmented; view k >= 1 passes every image through the project augmentation ``augment``
@@ -57,7 +59,7 @@ def cached_features(extractor, backbone: str, image_size: int, pretrained: bool,
     """
     if view and augment is None:
         raise ValueError("Augmented views (view >= 1) need an augment layer.")
-    path = cache_path(backbone, image_size, pretrained, frame, view, augment, seed)
+    path = cache_path(backbone, image_size, pretrained, frame, view, augment, seed, precision)
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as stored:

@@ -77,10 +77,17 @@ def json_ready(value):
 
 
 def predict(model: keras.Model, frame: pd.DataFrame, image_size: int, batch_size: int = 32,
-            preprocess=None) -> pd.DataFrame:
+            preprocess=None, tta_flip: bool = False) -> pd.DataFrame:
     """Class probabilities for the rows of ``frame`` in their order (an unshuffled, unaugmented pass);
-    ``preprocess`` transforms each batch of [0, 255] images first (e.g. ``explain.masking``)."""
+    ``preprocess`` transforms each batch of [0, 255] images first (e.g. ``explain.masking``); ``tta_flip``
+    averages the probabilities of each image and its left-right mirror (test-time augmentation)."""
     proba = model.predict(data.make_dataset(frame, image_size, batch_size, preprocess=preprocess), verbose=0)
+    if tta_flip:
+        def mirrored(images):
+            images = images[:, :, ::-1, :]
+            return preprocess(images) if preprocess else images
+        flipped = data.make_dataset(frame, image_size, batch_size, preprocess=mirrored)
+        proba = (proba + model.predict(flipped, verbose=0)) / 2
     out = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "true": frame["class_id"].to_numpy(),
                         "predicted": np.nan_to_num(proba, nan=-np.inf).argmax(axis=1)})
     if "split" in frame:

@@ -30,7 +30,7 @@ def polazaro_baseline(image_size: int = 224, num_classes: int = NUM_CLASSES) -> 
     model.add(layers.Dense(64, activation="relu"))
     model.add(layers.Dropout(0.3))
     model.add(layers.Dense(num_classes, name="logits"))
-    model.add(layers.Activation("softmax", name="predictions"))
+    model.add(layers.Activation("softmax", dtype="float32", name="predictions"))
     return model
 
 
@@ -59,8 +59,10 @@ def polazaro_inception(image_size: int = 224, num_classes: int = NUM_CLASSES) ->
 
 
 def class_scores(x, num_classes: int = NUM_CLASSES):
-    """The last two layers of every net: Dense ``logits``, then a softmax ``predictions`` layer."""
-    return layers.Activation("softmax", name="predictions")(layers.Dense(num_classes, name="logits")(x))
+    """The last two layers of every net: Dense ``logits``, then a softmax ``predictions`` layer (float32 even
+    under mixed precision, so probabilities and the loss keep their precision)."""
+    logits = layers.Dense(num_classes, name="logits")(x)
+    return layers.Activation("softmax", dtype="float32", name="predictions")(logits)
 
 
 def _conv_bn(x, filters, relu=False, name=None):

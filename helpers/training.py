@@ -6,6 +6,7 @@ interrupted (the backup, the best weights so far, the CSV history and early stop
 """
 from __future__ import annotations
 
+import contextlib
 import resource
 import shutil
 import time
@@ -31,27 +32,55 @@ def build_model(exp: Experiment, profile: config.Profile, *, weights: bool = Tru
 
     Scratch nets come from ``models``; transfer runs are ``backbones.classifier(extractor, head)``, whose two
     parts are ``model.get_layer(f"{exp.model}_features")`` and ``model.get_layer(f"head_{exp.head}")``.
-    ``weights=False`` skips loading ImageNet weights (enough to fingerprint the architecture).
+    ``weights=False`` skips loading ImageNet weights (enough to fingerprint the architecture). Layers take the
+    experiment's ``precision`` as their dtype policy (input scaling and the softmax stay float32).
     """
-    if exp.family == "scratch":
-        return models.build(exp.model, exp.image_size), None
-    extractor, pretrained = backbones.feature_extractor(exp.model, exp.image_size, weights=weights,
-                                                        allow_random=profile.allow_random_weights)
-    top = backbones.head(extractor.output_shape[-1], exp.head, seed=profile.seed)
-    return backbones.classifier(extractor, top), pretrained
+    with dtype_policy(exp.precision):
+        if exp.family == "scratch":
+            return models.build(exp.model, exp.image_size), None
+        extractor, pretrained = backbones.feature_extractor(exp.model, exp.image_size, weights=weights,
+                                                            allow_random=profile.allow_random_weights)
+        top = backbones.head(extractor.output_shape[-1], exp.head, seed=profile.seed)
+        return backbones.classifier(extractor, top), pretrained
 
 
-def compile_model(model: keras.Model, optimizer: str, learning_rate: float, decay_steps: int | None = None) -> None:
-    """Sparse categorical cross-entropy with Adam or the thesis's SGD (momentum 0.9, Nesterov);
-    with ``decay_steps``, the learning rate follows a cosine decay to zero over that many steps."""
-    rate = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps else learning_rate)
-    if optimizer == "adam":
-        opt = keras.optimizers.Adam(rate)
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras's global dtype policy set to ``name`` (e.g. ``mixed_bfloat16``) for the layers built inside."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def compile_model(model: keras.Model, optimizer: str, learning_rate: float, decay_steps: int | None = None, *,
+                  warmup_steps: int = 0, weight_decay: float = 0.0, ema: bool = False,
+                  label_smoothing: float | None = None) -> None:
+    """Cross-entropy with Adam (AdamW when ``weight_decay`` > 0) or the thesis's SGD (momentum 0.9, Nesterov).
+
+    With ``decay_steps`` the learning rate follows a cosine decay to zero over that many steps, after a linear
+    warm-up from zero over ``warmup_steps``; ``ema`` keeps a moving average of the weights (the optimizer's
+    ``use_ema``); ``label_smoothing`` (not None) means one-hot labels, smoothed by that much.
+    """
+    if decay_steps:
+        rate = keras.optimizers.schedules.CosineDecay(0.0 if warmup_steps else learning_rate, decay_steps,
+                                                      warmup_target=learning_rate if warmup_steps else None,
+                                                      warmup_steps=warmup_steps)
+    else:
+        rate = learning_rate
+    if optimizer == "adam" and weight_decay:
+        opt = keras.optimizers.AdamW(rate, weight_decay=weight_decay, use_ema=ema)
+    elif optimizer == "adam":
+        opt = keras.optimizers.Adam(rate, use_ema=ema)
     elif optimizer == "sgd":
-        opt = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True)
+        opt = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, use_ema=ema)
     else:
         raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam' or 'sgd'.")
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = ("sparse_categorical_crossentropy" if label_smoothing is None
+            else keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing))
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,7 +153,9 @@ def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y
     ``selected`` column marking the epoch whose weights the model holds afterwards."""
     history_file, times_file = work / f"history{stage}.csv", work / f"times{stage}.csv"
     best = work / f"best{stage}.weights.h5"
-    steps = [EpochTimes(times_file), keras.callbacks.CSVLogger(str(history_file), append=True),
+    # with EMA, the averaged weights are swapped in for validation and the checkpoint (so it must come first)
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
+    steps = [*swap, EpochTimes(times_file), keras.callbacks.CSVLogger(str(history_file), append=True),
              ResumingCheckpoint(best, history_file),
              # double_checkpoint: a backup cut short by a kill falls back to the one before it
              keras.callbacks.BackupAndRestore(str(work / f"backup{stage}"), double_checkpoint=True)]
@@ -163,17 +194,32 @@ def _image_datasets(exp: Experiment, profile: config.Profile, split: pd.DataFram
     train_rows = split[split["split"] == "train"]
     if exp.oversample_covid:
         train_rows = data.oversample(train_rows, "COVID", exp.oversample_covid)
+    one_hot = _one_hot(exp)
     train_ds = data.make_dataset(train_rows, exp.image_size, exp.batch_size, training=True,
-                                 augment=data.project_augmentation(exp.augment, profile.seed), seed=profile.seed)
-    val_ds = data.make_dataset(split[split["split"] == "val"], exp.image_size, exp.batch_size)
+                                 augment=data.project_augmentation(exp.augment, profile.seed), seed=profile.seed,
+                                 one_hot=one_hot, mixup=exp.mixup)
+    val_ds = data.make_dataset(split[split["split"] == "val"], exp.image_size, exp.batch_size, one_hot=one_hot)
     return train_ds, val_ds, len(train_rows)
+
+
+def _one_hot(exp: Experiment) -> bool:
+    """Label smoothing and MixUp need one-hot labels; everything else uses class ids."""
+    return bool(exp.label_smoothing or exp.mixup)
+
+
+def _compile_image_stage(model, exp: Experiment, steps_per_epoch: int) -> None:
+    """Compile for the stage that trains on images, with the experiment's schedule, optimizer and loss."""
+    decay = (exp.epochs - exp.warmup_epochs) * steps_per_epoch if exp.cosine else None
+    compile_model(model, exp.optimizer, exp.learning_rate, decay, warmup_steps=exp.warmup_epochs * steps_per_epoch,
+                  weight_decay=exp.weight_decay, ema=exp.ema,
+                  label_smoothing=exp.label_smoothing if _one_hot(exp) else None)
 
 
 def _fit_scratch(exp, profile, split, work, callbacks, verbose):
     """A from-scratch net on images, augmented on the fly where the experiment says so."""
     train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
     model, _ = build_model(exp, profile)
-    compile_model(model, exp.optimizer, exp.learning_rate)
+    _compile_image_stage(model, exp, len(train_ds))
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
     return model, history, n_train, None
 
@@ -186,7 +232,7 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
 
     def features(rows, view):
         return feature_cache.cached_features(extractor, exp.model, exp.image_size, pretrained, rows, view=view,
-                                             augment=exp.augment, seed=profile.seed)
+                                             augment=exp.augment, seed=profile.seed, precision=exp.precision)
 
     compile_model(top, optimizer, learning_rate)
     history = pd.DataFrame(columns=HISTORY_COLUMNS)
@@ -222,8 +268,7 @@ def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
     # everything but batch norm, which keeps its ImageNet statistics
     backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=bool(pretrained))
     train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
-    decay = exp.epochs * len(train_ds) if exp.cosine else None
-    compile_model(model, exp.optimizer, exp.learning_rate, decay)
+    _compile_image_stage(model, exp, len(train_ds))
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
     if len(head_history):
         history = pd.concat([head_history.assign(stage="head"),
@@ -270,7 +315,7 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
     model, history, train_images, pretrained = fit(exp, profile, split, work, list(callbacks), verbose)
 
     evaluated = split[split["split"].isin(["val", "test"])]
-    predictions = metrics.predict(model, evaluated, exp.image_size, exp.batch_size)
+    predictions = metrics.predict(model, evaluated, exp.image_size, exp.batch_size, tta_flip=exp.tta_flip)
     seconds = float(history["epoch_seconds"].sum()) if len(history) else 0.0
     last = history.iloc[-1] if len(history) else {}
     image_stage = history[history["stage"] == "fine-tune"] if "stage" in history else history

@@ -359,3 +359,21 @@ def test_each_augmentation_layer_draws_independently(tmp_path, kind, layers):
     correlation = draws.corr().abs().to_numpy()
     off_diagonal = correlation[~np.eye(len(layers), dtype=bool)]
     assert off_diagonal.max() < 0.1, draws.corr().round(3)
+
+
+def test_one_hot_labels_and_mixup_blend_images_and_labels_alike(index_with_duplicates):
+    frame = index_with_duplicates.head(32)
+    plain = next(iter(data.make_dataset(frame, 16, 32, one_hot=True)))
+    assert plain[1].shape == (32, 3) and np.array_equal(plain[1].numpy().argmax(1), frame["class_id"].to_numpy())
+    images, labels = next(iter(data.make_dataset(frame, 16, 32, training=True, mixup=0.4, seed=1)))
+    labels = labels.numpy()
+    assert labels.shape == (32, 3) and np.allclose(labels.sum(axis=1), 1.0, atol=1e-5)
+    assert ((labels > 0.01) & (labels < 0.99)).any(), "MixUp blended no pair"
+    assert 0.0 <= images.numpy().min() and images.numpy().max() <= 255.0
+
+
+def test_the_strong_augmentation_gives_every_layer_its_own_seed():
+    layers = data.project_augmentation("strong").layers
+    assert {type(layer).__name__ for layer in layers} == {
+        "RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness", "RandomContrast"}
+    assert len({layer.get_config()["seed"] for layer in layers}) == len(layers)

@@ -304,3 +304,51 @@ def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights)
     again = metrics.predict(model, test, ft2.config["image_size"])
     np.testing.assert_allclose(metrics.probabilities(again), metrics.probabilities(ft2.test_predictions()),
                                atol=1e-5)
+
+
+# ---- levers of the improved recipe -------------------------------------------------------------------
+
+def test_warm_up_then_cosine_decay():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    training.compile_model(model, "adam", 1e-3, decay_steps=90, warmup_steps=10, weight_decay=0.05)
+    rates = []
+    for step in (0, 5, 10, 55, 100):
+        model.optimizer.iterations.assign(step)
+        rates.append(float(model.optimizer.learning_rate))
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-4) and rates[2] == pytest.approx(1e-3)
+    assert rates[3] == pytest.approx(5e-4, rel=1e-3) and rates[4] == pytest.approx(0.0, abs=1e-9)
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+
+
+def test_a_run_with_every_lever_trains_and_its_record_says_so(tiny):
+    _, index, profile = tiny
+    exp = dataclasses.replace(experiments.experiment("polazaro_baseline", profile), name="levers", epochs=2,
+                              warmup_epochs=1, cosine=True, weight_decay=0.05, label_smoothing=0.1, ema=True,
+                              mixup=0.2, augment="strong", tta_flip=True)
+    record = training.train(exp, profile, _split(index, profile), verbose=0)
+    assert record.metrics["epochs_run"] == 2 and not record.metrics["diverged"]
+    assert record.config["label_smoothing"] == 0.1 and record.config["ema"] is True
+    assert np.allclose(metrics.probabilities(record.predictions).sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_flip_at_test_time_averages_the_image_and_its_mirror(tiny):
+    _, index, _ = tiny
+    frame = index.head(6)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, models.class_scores(x))
+    plain = metrics.probabilities(metrics.predict(model, frame, 16))
+    mirrored = metrics.probabilities(metrics.predict(model, frame, 16, preprocess=lambda x: x[:, :, ::-1, :]))
+    both = metrics.probabilities(metrics.predict(model, frame, 16, tta_flip=True))
+    np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-6)
+    assert not np.allclose(plain, mirrored)
+
+
+def test_mixed_precision_changes_the_layers_and_the_fingerprint_not_the_outputs_dtype():
+    profile = config.PROFILES["quick"]
+    exp = experiments.experiment("polazaro_baseline", profile)
+    full, _ = training.build_model(exp, profile)
+    half, _ = training.build_model(dataclasses.replace(exp, precision="mixed_bfloat16"), profile)
+    assert half.get_layer("logits").compute_dtype == "bfloat16" and half.output.dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    assert records.architecture(full) != records.architecture(half)
