@@ -97,7 +97,9 @@ def _published(backbone: str, kind: str) -> tuple[str, str]:
         return "thesis", "Xception-FT"
     if backbone in ("densenet121", "squeezenet"):
         return "thesis", f"DN-{PROGRESSION[kind]}"
-    return "thesis", f"{THESIS_PREFIX[backbone]}-{kind.upper()}"
+    if kind in ("ec", "ft"):
+        return "thesis", f"{THESIS_PREFIX[backbone]}-{kind.upper()}"
+    return "", ""  # the thesis ran V0-V2 on DenseNet121 only
 
 
 def _transfer(backbone: str) -> dict:
@@ -121,7 +123,8 @@ def _transfer(backbone: str) -> dict:
                    source="standard two-stage recipe: train the head on frozen features, then unfreeze everything "
                    "with Adam at 1e-4 and cosine decay"),
     ]
-    return {exp.name: replace(exp, published=_published(backbone, exp.name.rsplit("_", 1)[1])) for exp in runs}
+    kinds = ("v0", "v1", "v2", "ec", "ft", "ft2")  # in the order of ``runs``
+    return {exp.name: replace(exp, published=_published(backbone, kind)) for kind, exp in zip(kinds, runs)}
 
 
 TRANSFER = {name: exp for backbone in config.ALL_BACKBONES for name, exp in _transfer(backbone).items()}
@@ -130,9 +133,9 @@ PUBLISHED = {**FULL, **TRANSFER}
 
 def transfer_runs(profile: config.Profile, scheme: str | None = None) -> list[str]:
     """Names of the transfer runs the profile makes (all, or one kind: v0, v1, v2, ec, ft, ft2)."""
-    names = [f"{profile.progression_backbone}_{kind}" for kind in ("v0", "v1", "v2")]
-    names += [f"{backbone}_{kind}" for backbone in profile.backbones for kind in ("ec", "ft", "ft2")]
-    return [n for n in names if scheme is None or n.rsplit("_", 1)[1] == scheme]
+    runs = [(kind, f"{profile.progression_backbone}_{kind}") for kind in ("v0", "v1", "v2")]
+    runs += [(kind, f"{backbone}_{kind}") for backbone in profile.backbones for kind in ("ec", "ft", "ft2")]
+    return [name for kind, name in runs if scheme is None or kind == scheme]
 
 
 def experiment(name: str, profile: config.Profile) -> Experiment:

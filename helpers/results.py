@@ -21,7 +21,10 @@ def published_row(record) -> pd.Series:
     """The published result a run record is compared with (its experiment's ``published`` field)."""
     project, model = record.config.get("published") or experiments.PUBLISHED[record.name].published
     table = published()
-    return table[(table["project"] == project) & (table["model"] == model)].iloc[0]
+    found = table[(table["project"] == project) & (table["model"] == model)]
+    if found.empty:  # a run the projects did not publish (e.g. a recipe variant)
+        return pd.Series({"project": "–", "model": "none", **dict.fromkeys(table.columns.drop(["project", "model"]))})
+    return found.iloc[0]
 
 
 def compare(record) -> pd.DataFrame:
