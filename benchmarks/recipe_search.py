@@ -66,6 +66,11 @@ def train_variant(name: str, index: pd.DataFrame, seed: int = config.SEED) -> re
     split = cpu_split(index)
     base = experiments.experiment("squeezenet_ft2", config.PROFILES["cpu"])
     exp = dataclasses.replace(base, name=f"ft2_{name.replace('+', '_')}_seed{seed}", **recipe(name))
+    done = profile.runs_dir / exp.name
+    if (done / "model.keras").exists():  # trained before with the same settings: reuse it
+        record = records.read_record(done)
+        if records.same_run(record.config, training.identity(exp, profile, split)):
+            return record
     return training.train(exp, profile, split, verbose=0)
 
 
@@ -89,6 +94,20 @@ def ensemble_validation(members: list[records.Record], part: str = "val") -> dic
         raise ValueError("ensemble members were not scored on the same images")
     proba = np.mean([metrics.probabilities(f) for f in frames], axis=0)
     return metrics.classification_metrics(frames[0]["true"], proba)
+
+
+def diagnose(record: records.Record) -> str:
+    """Where a run's validation errors are, whether validation accuracy was still rising at the last epoch, and
+    how far training and validation loss are apart: what decides which levers can matter."""
+    val = record.metrics["val"]
+    matrix = pd.DataFrame(val["confusion_matrix"], index=[f"true {c}" for c in data.CLASSES],
+                          columns=[f"called {c}" for c in data.CLASSES])
+    history = record.history
+    stage = history.query("stage == 'fine-tune'") if "stage" in history else history
+    curve = stage[["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]].astype({"epoch": int})
+    return (f"{record.name}: {round(val['n'] * (1 - val['accuracy']))} validation errors of {val['n']}\n\n"
+            f"{matrix.to_markdown()}\n\nfine-tuning stage, per epoch (training metrics with augmentation and "
+            f"dropout on):\n\n{curve.to_markdown(index=False, floatfmt=('.0f',) + ('.4f',) * 4)}\n")
 
 
 def machine() -> str:
@@ -122,21 +141,29 @@ def search(names: list[str]) -> None:
 
 
 def spread(name: str, seeds: list[int]) -> None:
-    """The chosen recipe trained with each seed: validation and test accuracy with their intervals."""
+    """The chosen recipe trained with each seed (same split): validation and test accuracy with their
+    intervals, and the mean probability of all seeds (an ensemble with no member chosen on test)."""
     index = data.index_dataset(data.find_dataset(), progress=False)
-    rows = []
+    rows, trained = [], []
     for seed in seeds:
         record = train_variant(name, index, seed)
+        trained.append(record)
         test = record.metrics["test"]
         rows.append({"recipe": name, "seed": seed, "val_accuracy": record.metrics["val"]["accuracy"],
                      "test_accuracy": test["accuracy"], "ci_low": test["accuracy_ci_low"],
                      "ci_high": test["accuracy_ci_high"], "test_errors": round(test["n"] * (1 - test["accuracy"])),
                      "seconds": record.metrics["train_seconds"]})
         print(json.dumps(rows[-1]), flush=True)
-    table = pd.DataFrame(rows)
-    accuracy = table["test_accuracy"]
+    accuracy = pd.Series([r["test_accuracy"] for r in rows])
+    if len(trained) > 1:
+        val, test = ensemble_validation(trained, "val"), ensemble_validation(trained, "test")
+        rows.append({"recipe": f"mean probability of the {len(seeds)} seeds", "seed": None,
+                     "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
+                     "ci_low": test["accuracy_ci_low"], "ci_high": test["accuracy_ci_high"],
+                     "test_errors": round(test["n"] * (1 - test["accuracy"])), "seconds": None})
+        print(json.dumps(rows[-1]), flush=True)
     append(f"Recipe '{name}' over {len(seeds)} seeds: test accuracy mean {accuracy.mean():.4f}, "
-           f"standard deviation {accuracy.std(ddof=1):.4f}", table)
+           f"standard deviation {accuracy.std(ddof=1):.4f}", pd.DataFrame(rows))
 
 
 if __name__ == "__main__":
@@ -144,8 +171,16 @@ if __name__ == "__main__":
     parser.add_argument("variants", nargs="*", help=f"variants to train (default: all of {', '.join(VARIANTS)})")
     parser.add_argument("--seeds", type=int, nargs="+", help="train --recipe with these seeds and read the test set")
     parser.add_argument("--recipe", default="base", help="variants joined with '+', for --seeds")
+    parser.add_argument("--diagnose", action="store_true", help="print the diagnosis of the trained base variant")
     args = parser.parse_args()
-    if args.seeds:
+    if args.diagnose:
+        profile = explore_profile()
+        text = diagnose(records.read_record(profile.runs_dir / f"ft2_base_seed{profile.seed}"))
+        print(text)
+        with RESULTS.open("a") as handle:
+            handle.write(f"\n## Diagnosis of the two-stage recipe before changing it ({datetime.date.today()}, "
+                         f"{machine()})\n\n{text}")
+    elif args.seeds:
         spread(args.recipe, args.seeds)
     else:
         search(args.variants or list(VARIANTS))
