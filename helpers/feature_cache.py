@@ -8,7 +8,6 @@ size, the weights, the images, and for an augmented view the augmentation's laye
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 import zipfile
 
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import config, data
+from . import config, data, records
 from .files import atomic_write
 
 
@@ -27,15 +26,9 @@ def cache_path(backbone: str, image_size: int, pretrained: bool, frame: pd.DataF
     computing in another precision than float32 names it."""
     images = hashlib.sha256("\n".join(frame["sha256"] + frame["relpath"]).encode()).hexdigest()[:12]
     weights = ("imagenet" if pretrained else "random") + ("" if precision == "float32" else f"-{precision}")
-    view_key = "view0" if not view else f"view{view}-{augment}-{_augmentation_fingerprint(augment, seed + view)}"
+    layers = data.project_augmentation(augment, seed + view) if view else None
+    view_key = "view0" if not view else f"view{view}-{augment}-{records.architecture(layers)[:10]}"
     return config.DATA_DIR / "cache" / "features" / f"{backbone}-{image_size}-{weights}-{images}-{view_key}.npz"
-
-
-def _augmentation_fingerprint(augment: str | None, seed: int) -> str:
-    layer = data.project_augmentation(augment, seed)
-    settings = [[type(x).__name__, {k: v for k, v in x.get_config().items() if k != "name"}] for x in layer.layers]
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def extract(extractor, frame: pd.DataFrame, image_size: int, *, augment=None, seed: int = config.SEED,
