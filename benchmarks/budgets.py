@@ -2,6 +2,7 @@
 
     python benchmarks/budgets.py               # make bench: input pipeline and feature cache (about 3 min)
     python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (about 63 min)
+    python benchmarks/budgets.py precision     # training speed in mixed bfloat16 against float32 (about 8 min)
 
 Components (``make bench``):
 
@@ -124,6 +125,59 @@ def cache_speedup(index, images: int, epochs: int) -> dict:
     return {**result, "weights": "ImageNet" if result["pretrained"] else "random init"}
 
 
+def precision_speedup(index, run: str, images: int, epochs: int) -> dict:
+    """Training images per second of ``run`` (cpu profile) in float32 and in mixed bfloat16, on the same batches
+    held in memory, timed in alternating pairs of epochs after a warm-up epoch of each."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from helpers import config, data, experiments
+
+    profile = config.current("cpu")
+    exp = experiments.experiment(run, profile)
+    split = data.load_split(index, exp.protocol, profile)
+    rows = split[split["split"] == "train"].sample(images, random_state=profile.seed)
+    batches = list(data.make_dataset(rows, exp.image_size, exp.batch_size, training=True, seed=profile.seed))
+    memory = tf.data.Dataset.from_tensor_slices((tf.concat([b[0] for b in batches], 0),
+                                                 tf.concat([b[1] for b in batches], 0)))
+    memory = memory.batch(exp.batch_size).cache().prefetch(tf.data.AUTOTUNE)
+    models = {p: trainable_model(dataclasses.replace(exp, precision=p), profile)
+              for p in ("float32", "mixed_bfloat16")}
+
+    def rate(model) -> float:
+        start = time.perf_counter()
+        model.fit(memory, epochs=1, verbose=0)
+        return images / (time.perf_counter() - start)
+
+    for model in models.values():
+        rate(model)  # warm-up: tracing and the first allocations
+    rates = [tuple(rate(m) for m in models.values()) for _ in range(epochs)]
+    return {"run": run, "size": exp.image_size, "images": images, "rates": rates,
+            "float32": float(np.median([r[0] for r in rates])), "bf16": float(np.median([r[1] for r in rates])),
+            "ratio": float(np.median([b / f for f, b in rates]))}
+
+
+def precision(args) -> None:
+    """bfloat16 against float32 for every scratch net and SqueezeNet fine-tuning (issue: beat 98.75 % on a CPU)."""
+    from helpers import data
+
+    index = data.index_dataset(data.find_dataset(), progress=False)
+    runs = args.runs or ["polazaro_baseline", "polazaro_inception_aug", "red_david", "red_alberto", "squeezenet_ft"]
+    lines = ["| run | input px | float32 img/s | bfloat16 img/s | bfloat16 / float32 (pairs) |", "|---|---|---|---|---|"]
+    for run in runs:
+        r = precision_speedup(index, run, args.images, args.epochs)
+        pairs = [b / f for f, b in r["rates"]]
+        lines.append(f"| `{run}` | {r['size']} | {r['float32']:.1f} | {r['bf16']:.1f} | **{r['ratio']:.2f}x** "
+                     f"({min(pairs):.2f}-{max(pairs):.2f}) |")
+        print(lines[-1], flush=True)
+    record("Training speed: mixed bfloat16 against float32",
+           [f"{args.images} training images in memory, batch 32, cpu profile settings; {args.epochs} pairs of epochs "
+            "(float32, then bfloat16) after a warm-up epoch of each; the ratio is the median of the pairs' ratios "
+            f"(range in brackets). CPU flags include avx512_bf16: {'avx512_bf16' in Path('/proc/cpuinfo').read_text()}.",
+            "", *lines])
+
+
 def components(args) -> None:
     from helpers import data
 
@@ -199,15 +253,17 @@ def end_to_end(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["components", "end-to-end"], default="components")
+    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "precision"], default="components")
     parser.add_argument("--images", type=int, default=320, help="training images per epoch (doubled for the "
                         "faster polazaro baseline and the cache)")
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--no-test", action="store_true", help="end-to-end: time make run only")
+    parser.add_argument("--runs", nargs="+", help="precision: only these runs (default: every scratch net and "
+                        "squeezenet_ft)")
     parser.add_argument("--keep", help="end-to-end: folder to clone into and keep (default: a temporary one)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    components(args) if args.what == "components" else end_to_end(args)
+    {"components": components, "end-to-end": end_to_end, "precision": precision}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import pandas as pd
 from helpers import config, data, experiments, metrics, records, training
 
 RESULTS = Path(__file__).with_name("results.md")
+CSV_ONLY = "--csv-only" in sys.argv  # rewrite the CSVs from the trained records without a new results.md entry
 
 # One change each from the base recipe (fields of helpers.experiments.Experiment).
 VARIANTS = {
@@ -65,6 +66,7 @@ def train_variant(name: str, index: pd.DataFrame, seed: int = config.SEED) -> re
     profile = explore_profile(seed)
     split = cpu_split(index)
     base = experiments.experiment("squeezenet_ft2", config.PROFILES["cpu"])
+    base = dataclasses.replace(base, precision="float32")  # the levers were measured from float32 (bf16 is one)
     exp = dataclasses.replace(base, name=f"ft2_{name.replace('+', '_')}_seed{seed}", **recipe(name))
     done = profile.runs_dir / exp.name
     if (done / "model.keras").exists():  # trained before with the same settings: reuse it
@@ -114,12 +116,17 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
 
 
-def append(title: str, table: pd.DataFrame) -> None:
+def append(title: str, table: pd.DataFrame, csv: str) -> None:
+    """Print the table, append it to results.md (unless --csv-only) and write it to ``benchmarks/<csv>.csv``
+    with the machine and date, where notebook 04 reads it."""
     text = (f"\n## {title} ({datetime.date.today()}, {machine()})\n\n"
             f"{table.to_markdown(index=False, floatfmt='.4f')}\n")
     print(text)
-    with RESULTS.open("a") as handle:
-        handle.write(text)
+    table.assign(machine=machine(), date=str(datetime.date.today())).round(4).to_csv(
+        RESULTS.with_name(f"{csv}.csv"), index=False)
+    if not CSV_ONLY:
+        with RESULTS.open("a") as handle:
+            handle.write(text)
 
 
 def search(names: list[str]) -> None:
@@ -133,11 +140,13 @@ def search(names: list[str]) -> None:
         print(json.dumps({**rows[-1], "wall_minutes": (time.perf_counter() - start) / 60}), flush=True)
     if "base" in trained:
         rows.append(row("base + flip at test time", flipped_validation(trained["base"], index), None))
-    by_val = sorted(trained, key=lambda n: -trained[n].metrics["val"]["accuracy"])
+    # best validation accuracy first; ties (one image is 0.35 points) broken by the lower validation loss
+    by_val = sorted(trained, key=lambda n: (-trained[n].metrics["val"]["accuracy"], trained[n].metrics["val"]["loss"]))
     if len(by_val) >= 3:  # the three best on validation, averaged
         rows.append(row(f"ensemble of {' / '.join(by_val[:3])}", ensemble_validation(
             [trained[n] for n in by_val[:3]]), None))
-    append("Fine-tuning levers on validation (squeezenet_ft2, thesis protocol, cpu profile)", pd.DataFrame(rows))
+    append("Fine-tuning levers on validation (squeezenet_ft2, thesis protocol, cpu profile)", pd.DataFrame(rows),
+           "recipe_levers")
 
 
 def spread(name: str, seeds: list[int]) -> None:
@@ -163,7 +172,7 @@ def spread(name: str, seeds: list[int]) -> None:
                      "test_errors": round(test["n"] * (1 - test["accuracy"])), "seconds": None})
         print(json.dumps(rows[-1]), flush=True)
     append(f"Recipe '{name}' over {len(seeds)} seeds: test accuracy mean {accuracy.mean():.4f}, "
-           f"standard deviation {accuracy.std(ddof=1):.4f}", pd.DataFrame(rows))
+           f"standard deviation {accuracy.std(ddof=1):.4f}", pd.DataFrame(rows), "recipe_seeds")
 
 
 if __name__ == "__main__":
@@ -172,6 +181,7 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", help="train --recipe with these seeds and read the test set")
     parser.add_argument("--recipe", default="base", help="variants joined with '+', for --seeds")
     parser.add_argument("--diagnose", action="store_true", help="print the diagnosis of the trained base variant")
+    parser.add_argument("--csv-only", action="store_true", help="write the CSVs only, not a results.md entry")
     args = parser.parse_args()
     if args.diagnose:
         profile = explore_profile()

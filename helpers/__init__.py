@@ -35,6 +35,9 @@ def _import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    # TF's Python-side warnings (e.g. "triggered tf.function retracing" when a notebook predicts with several
+    # models in turn) are advice for library authors; the same TF_CPP_MIN_LOG_LEVEL=0 shows them again.
+    tensorflow.get_logger().setLevel("ERROR")
 
 
 _import_tensorflow_quietly()

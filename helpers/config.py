@@ -38,6 +38,7 @@ class Profile:
     figures_subdir: str | None = ""     # "" -> the committed figures/; "x" -> figures/x; None -> the runs folder
     run_settings: Mapping[str, Mapping] = field(default_factory=dict)  # run name or scheme -> changed fields
     image_sizes: Mapping[str, int] = field(default_factory=dict)  # family (scratch, EC, FT) -> input size
+    precisions: Mapping[str, str] = field(default_factory=dict)   # family -> Keras dtype policy (float32 if absent)
     max_epochs: int | None = None        # cap on every stage's epochs (quick)
     max_views: int | None = None         # cap on cached augmented views per image (quick)
     batch_size: int | None = None        # one batch size for every run (quick)
@@ -81,6 +82,19 @@ def short_path(path: Path) -> str:
         return str(path)
 
 
+def bfloat16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16): where mixed bfloat16 trains
+    faster for some nets (benchmarks/results.md). Without native support it is emulated, and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: keep float32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# Mixed bfloat16 where the CPU supports it, else float32 (the cpu profile's image-training runs).
+FAST_PRECISION = "mixed_bfloat16" if bfloat16_supported() else "float32"
+
 ALL_BACKBONES = ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet")
 PROFILES = {
     "quick": Profile(
@@ -88,18 +102,26 @@ PROFILES = {
         allow_random_weights=True, figures_subdir=None,
         image_sizes={"scratch": 64,  # a multiple of 32 (Red David pools five times)
                      "EC": 96, "FT": 96},  # InceptionV3 needs at least 75 px, Xception 71
+        precisions={"FT": FAST_PRECISION},  # the cpu profile's code path
         max_epochs=1, max_views=1, batch_size=16, early_stopping=False),
     "cpu": Profile(
         "cpu", "default: a 2-core laptop in about an hour",
         # what a 2-core laptop affords (training speeds measured in notebook 02): smaller inputs, fewer epochs
         run_settings={
-            "polazaro_baseline": {"image_size": 128, "epochs": 15},
-            "polazaro_baseline_aug": {"image_size": 128, "epochs": 15},
-            "polazaro_inception_aug": {"image_size": 128, "epochs": 8},
-            "red_david": {"image_size": 96, "epochs": 10},
-            "red_alberto": {"image_size": 96, "epochs": 8},  # at most the 8 epochs the thesis's early stopping ran
+            "polazaro_baseline": {"image_size": 128, "epochs": 15, "precision": FAST_PRECISION},
+            "polazaro_baseline_aug": {"image_size": 128, "epochs": 15, "precision": FAST_PRECISION},
+            "polazaro_inception_aug": {"image_size": 128, "epochs": 8, "precision": FAST_PRECISION},
+            # 64 px (a multiple of 32: Red David pools five times); 96 px cost 16 of make run's minutes
+            "red_david": {"image_size": 64, "epochs": 10},
+            "red_alberto": {"image_size": 64, "epochs": 8},  # at most the 8 epochs the thesis's early stopping ran
             "ft": {"epochs": 8}, "ft2": {"epochs": 8},  # fine-tuning at 224 px is the costly part
-        }),
+            "squeezenet_ft2_long": {"epochs": 16},  # twice the ft2 runs' second stage, as in the full profile
+            # every image: 3.3x the training images per epoch, so half the epochs (1.6x the thesis run's steps)
+            "squeezenet_ft2_all": {"epochs": 4},
+        },
+        # mixed bfloat16 where the CPU has it and it was measured faster (benchmarks/results.md): fine-tuning and
+        # the polazaro nets (2.7-2.8x); not the thesis's scratch nets (1.04x, 0.83x) nor frozen-feature runs
+        precisions={"FT": FAST_PRECISION}),
     "full": Profile(
         "full", "the thesis as written: published epochs and 224 px, needs a GPU and ImageNet weights",
         backbones=ALL_BACKBONES, progression_backbone="densenet121", figures_subdir="full"),

@@ -246,14 +246,18 @@ PROTOCOLS = {
     # the first release's counts (first ids); stratified 70/15/15; COVID training images augmented
     "polazaro": {"per_class": {"COVID": 219, "Normal": 1341, "Viral Pneumonia": None},
                  "test": 0.15, "val": 0.15, "stratify": True},
-    # everything found; stratified 70/15/15
+    # everything found; stratified 70/15/15; under a cap (quick profile) a seeded random sample of each class,
+    # so every collection stays in it (the first ids of Normal are one paediatric collection)
     "all": {"per_class": {"COVID": None, "Normal": None, "Viral Pneumonia": None},
-            "test": 0.15, "val": 0.15, "stratify": True},
+            "test": 0.15, "val": 0.15, "stratify": True, "capped": "random"},
 }
 
 
 def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | None = None) -> pd.DataFrame:
-    """The protocol's images: the first ids of each class, as many as it asks for (and at most ``max_per_class``)."""
+    """The protocol's images: the first ids of each class, as many as it asks for (and at most ``max_per_class``).
+
+    A protocol that takes every image (``all``) is cut to ``max_per_class`` by a seeded random sample instead,
+    kept in id order, so a capped run still sees every collection of a class."""
     spec = _protocol(protocol)
     parts = []
     for label, wanted in spec["per_class"].items():
@@ -264,6 +268,8 @@ def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | Non
         if limit is not None and len(rows) < limit:
             warnings.warn(f"Protocol {protocol!r} asks for {limit} {label} images; only {len(rows)} found.",
                           stacklevel=2)
+        if limit is not None and wanted is None and spec.get("capped") == "random" and len(rows) > limit:
+            rows = rows.sample(limit, random_state=config.SEED).sort_index()
         parts.append(rows.head(limit) if limit is not None else rows)
     return pd.concat(parts, ignore_index=True)
 

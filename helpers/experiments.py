@@ -128,13 +128,30 @@ def _transfer(backbone: str) -> dict:
 
 
 TRANSFER = {name: exp for backbone in config.ALL_BACKBONES for name, exp in _transfer(backbone).items()}
-PUBLISHED = {**FULL, **TRANSFER}
+
+# --- beyond the thesis (notebooks 04 and 07) ----------------------------------------------------------------
+_FT2 = TRANSFER["squeezenet_ft2"]
+BEYOND = {
+    # the fine-tuning recipe that validation chose among the levers of benchmarks/recipe_search.py
+    "squeezenet_ft2_long": replace(
+        _FT2, name="squeezenet_ft2_long", epochs=2 * _FT2.epochs, warmup_epochs=1,
+        source="two-stage recipe with a second stage twice as long, one epoch of linear warm-up, then cosine "
+               "decay: the lever validation chose (benchmarks/recipe_search.py)"),
+    # the same two-stage recipe on every image of the release: every collection on both sides (notebook 07)
+    "squeezenet_ft2_all": replace(
+        _FT2, name="squeezenet_ft2_all", protocol="all", published=("", ""),
+        source="two-stage recipe on the `all` protocol (every image, duplicates grouped, stratified 70/15/15), "
+               "so that adult Normal images are in training too"),
+}
+PUBLISHED = {**FULL, **TRANSFER, **BEYOND}
 
 
 def transfer_runs(profile: config.Profile, scheme: str | None = None) -> list[str]:
-    """Names of the transfer runs the profile makes (all, or one kind: v0, v1, v2, ec, ft, ft2)."""
+    """Names of the transfer runs the profile makes (all, or one kind: v0, v1, v2, ec, ft, ft2), the runs
+    beyond the thesis (``BEYOND``) last among the ft2 runs."""
     runs = [(kind, f"{profile.progression_backbone}_{kind}") for kind in ("v0", "v1", "v2")]
     runs += [(kind, f"{backbone}_{kind}") for backbone in profile.backbones for kind in ("ec", "ft", "ft2")]
+    runs += [("ft2", name) for name in BEYOND]
     return [name for kind, name in runs if scheme is None or kind == scheme]
 
 
@@ -147,9 +164,12 @@ def experiment(name: str, profile: config.Profile) -> Experiment:
     changes = dict(profile.run_settings.get(name) or profile.run_settings.get(exp.scheme) or {})
     if exp.family in profile.image_sizes:
         changes["image_size"] = profile.image_sizes[exp.family]
+    if exp.family in profile.precisions:
+        changes.setdefault("precision", profile.precisions[exp.family])
     if profile.max_epochs is not None:
         changes["epochs"] = min(changes.get("epochs", exp.epochs), profile.max_epochs)
         changes["head_epochs"] = min(exp.head_epochs, profile.max_epochs)
+        changes["warmup_epochs"] = min(exp.warmup_epochs, changes["epochs"] - 1)  # some epochs left to decay
     if profile.max_views is not None:
         changes["views"] = min(exp.views, profile.max_views)
     if profile.batch_size is not None:
@@ -171,5 +191,6 @@ def settings_table(names, profile: config.Profile):
                      "input px": exp.image_size, "epochs": epochs, "batch": exp.batch_size,
                      "optimizer": f"{exp.optimizer} {exp.learning_rate:g}" + (" cosine" if exp.cosine else ""),
                      "augmentation": exp.augment or "–", "cached views": exp.views or "–",
-                     "early stopping": exp.early_stopping or "–"})
+                     "early stopping": exp.early_stopping or "–",
+                     "precision": {"mixed_bfloat16": "bfloat16"}.get(exp.precision, exp.precision)})
     return pd.DataFrame(rows).set_index("run")

@@ -138,12 +138,12 @@ def gradcam(model: keras.Model, images, class_index=None, layer: str | None = No
             else:
                 chosen = np.broadcast_to(np.asarray(class_index), (len(images),))[start:start + len(batch)]
             score = tf.reduce_sum(tf.gather(target, chosen, axis=1, batch_dims=1))
-        gradients = tape.gradient(score, feature_map)
+        gradients = tf.cast(tape.gradient(score, feature_map), tf.float32)  # a mixed-precision model's are bfloat16
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1)).numpy()
+        cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(feature_map, tf.float32), axis=-1)).numpy()
         peak = cam.max(axis=(1, 2), keepdims=True)
         maps.append(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0))
-        predictions.append(proba.numpy())
+        predictions.append(proba.numpy().astype(np.float32))
     return np.concatenate(maps), np.concatenate(predictions)
 
 
@@ -155,9 +155,10 @@ def resize_maps(maps, size: int) -> np.ndarray:
 
 
 def activations(model: keras.Model, image, names: list[str]) -> dict[str, np.ndarray]:
-    """The raw outputs (h, w, channels) of the named layers for one image (H, W, 3)."""
+    """The raw outputs (h, w, channels) of the named layers for one image (H, W, 3), as float32 (also for a
+    mixed-precision model, whose layers compute in bfloat16)."""
     outputs, _ = layer_probe(model, names)(np.asarray(image, np.float32)[None])
-    return {name: keras.ops.convert_to_numpy(out)[0] for name, out in zip(names, outputs)}
+    return {name: keras.ops.convert_to_numpy(out)[0].astype(np.float32) for name, out in zip(names, outputs)}
 
 
 def central_mask(size: int, fraction: float = 0.6) -> np.ndarray:

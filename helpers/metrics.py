@@ -54,6 +54,15 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     })
 
 
+def accuracy_with_interval(correct, seed: int = config.SEED, n_resamples: int = 2000) -> dict:
+    """Images, accuracy and its 95 % bootstrap interval from 0/1 outcomes (True where a prediction is right)."""
+    correct = np.asarray(correct, dtype=float)
+    if correct.size == 0:
+        return {"images": 0, "accuracy": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    low, high = _bootstrap_interval(correct, seed, n_resamples)
+    return {"images": int(correct.size), "accuracy": float(correct.mean()), "ci_low": low, "ci_high": high}
+
+
 def _bootstrap_interval(correct: np.ndarray, seed: int, n_resamples: int) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the mean of 0/1 outcomes (scipy.stats.bootstrap)."""
     if correct.min() == correct.max():  # all right or all wrong: every resample gives the same accuracy

@@ -210,19 +210,32 @@ def masked_accuracy(masked, example_image, views) -> plt.Figure:
         ax.imshow(shown[0, ..., 0], cmap="gray", vmin=0, vmax=255)
         ax.set_title(view, fontsize=10)
         ax.axis("off")
-    ax = axes[3]
-    pivot = masked.pivot(index="model", columns="view", values="accuracy")[list(views)]
-    low = masked.pivot(index="model", columns="view", values="ci_low")[list(views)]
-    high = masked.pivot(index="model", columns="view", values="ci_high")[list(views)]
-    errors = np.stack([(pivot - low).to_numpy().T, (high - pivot).to_numpy().T], axis=1)  # (views, 2, models)
-    pivot.plot.barh(ax=ax, xerr=errors, capsize=3, color=["#666666", "#d95f02", "#1b9e77"], width=0.75)
-    ax.axvline(1 / 3, ls=":", c="k", lw=1)
+    interval_bars(axes[3], masked, "model", "view", order=list(views), chance=1 / 3)
+    axes[3].set_title("Accuracy when part of the image is hidden")
+    return fig
+
+
+VIEW_COLORS = ["#666666", "#d95f02", "#1b9e77", "#7570b3"]
+
+
+def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "accuracy", chance=None,
+                  xlabel: str = "accuracy (95 % CI)") -> None:
+    """Horizontal bars of ``value`` with their 95 % intervals (``ci_low``, ``ci_high``): one group of bars per
+    distinct ``rows`` entry, one bar per ``bars`` entry (in ``order``); a dotted line at ``chance``."""
+    def pivot(column):
+        wide = table.pivot(index=rows, columns=bars, values=column)
+        wide = wide.reindex(index=list(dict.fromkeys(table[rows])))
+        return wide[order] if order is not None else wide
+    middle, low, high = pivot(value), pivot("ci_low"), pivot("ci_high")
+    errors = np.stack([(middle - low).to_numpy().T, (high - middle).to_numpy().T], axis=1)  # (bars, 2, rows)
+    middle.plot.barh(ax=ax, xerr=errors, capsize=3, color=VIEW_COLORS[:middle.shape[1]], width=0.75)
+    if chance is not None:
+        ax.axvline(chance, ls=":", c="k", lw=1)
+    ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("test accuracy (95 % CI)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title("Accuracy when part of the image is hidden")
-    return fig
 
 
 def group_accuracy_bars(table, title: str) -> plt.Figure:
@@ -232,7 +245,11 @@ def group_accuracy_bars(table, title: str) -> plt.Figure:
     labels = [f"{m} · {g} (n={n})" for m, g, n in zip(table["model"], table["group"], table["images"])]
     y = np.arange(len(table))
     ax.barh(y + 0.2, table["own test sensitivity"], height=0.4, color="#999999", label="own test set (same class)")
-    ax.barh(y - 0.2, table["accuracy"], height=0.4, color="#d95f02", label="left-out images")
+    errors = None
+    if "ci_low" in table:
+        errors = np.stack([table["accuracy"] - table["ci_low"], table["ci_high"] - table["accuracy"]])
+    ax.barh(y - 0.2, table["accuracy"], height=0.4, color="#d95f02", label="left-out images (95 % CI)",
+            xerr=errors, capsize=2)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)

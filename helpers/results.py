@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
 from . import experiments, records
@@ -56,6 +57,31 @@ def compare(record) -> pd.DataFrame:
     random_base = ", random init" if mine.get("pretrained") is False else ""  # a backbone without ImageNet weights
     ours = f"ours ({record.config['profile']} profile{random_base})"
     return pd.DataFrame(rows, index=[ours, label]).T
+
+
+def run_summary(record) -> str:
+    """The measured facts of one run as a Markdown sentence for a notebook's reading of it: test accuracy with its
+    interval, the epoch whose weights were kept, COVID sensitivity as a count, the most frequent confusion, and the
+    published number it reproduces (inside or outside our interval). Generated, so a rerun cannot leave it behind."""
+    test, m = record.metrics["test"], record.metrics
+    classes = list(test["per_class"])
+    matrix = np.array(test["confusion_matrix"])
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0)
+    i, j = np.unravel_index(errors.argmax(), errors.shape)
+    covid = test["per_class"]["COVID"]
+    kept = "" if m.get("selected_epoch") is None else f", weights of epoch {m['selected_epoch'] + 1} kept"
+    text = (f"`{record.name}` ({record.config['image_size']} px, {m['epochs_run']} epochs{kept}): test accuracy "
+            f"**{test['accuracy']:.1%}** ({test['accuracy_ci_low']:.1%}–{test['accuracy_ci_high']:.1%}, "
+            f"{test['n']} images); COVID sensitivity {covid['sensitivity']:.1%} ({matrix[0, 0]} of {matrix[0].sum()})"
+            f"; {errors.sum()} errors, most often {classes[i]} called {classes[j]} ({errors[i, j]}).")
+    theirs = published_row(record)
+    if pd.notna(theirs.get("test_accuracy")):
+        where = ("inside" if test["accuracy_ci_low"] <= theirs["test_accuracy"] <= test["accuracy_ci_high"]
+                 else "above" if theirs["test_accuracy"] > test["accuracy_ci_high"] else "below")
+        text += (f" Published ({theirs['project']}: {theirs['model']}): {theirs['test_accuracy']:.2%}, {where} our "
+                 "interval.")
+    return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,12 +159,15 @@ def results_table(records) -> pd.DataFrame:
     return pd.DataFrame([table_row(r) for r in records])
 
 
-def best_on_validation(table: pd.DataFrame, family: str | None = None) -> str:
+def best_on_validation(table: pd.DataFrame, family: str | None = None, protocols=None) -> str:
     """The run of ``table`` (``results_table``) with the highest validation accuracy, optionally within one family
-    (scratch, EC, FT): how every notebook chooses a model, never on test."""
+    (scratch, EC, FT) and among some protocols (validation sets of different protocols are not comparable): how
+    every notebook chooses a model, never on test."""
     rows = table if family is None else table[table["family"] == family]
+    if protocols is not None:
+        rows = rows[rows["protocol"].isin([protocols] if isinstance(protocols, str) else protocols)]
     if rows.empty:
-        raise ValueError(f"No run of family {family!r} in the table.")
+        raise ValueError(f"No run of family {family!r} (protocols {protocols}) in the table.")
     return str(rows.set_index("model")["val_accuracy"].idxmax() if "model" in rows else rows["val_accuracy"].idxmax())
 
 
@@ -146,15 +175,22 @@ def paired_comparison(a, b) -> dict:
     """Exact McNemar test of two runs scored on the same test images: how many images only ``a`` gets right,
     how many only ``b``, and the two-sided binomial p-value of that split (overlapping intervals are not a
     test; this is, because it pairs the images)."""
-    from scipy.stats import binomtest
-
     first, second = a.test_predictions(), b.test_predictions()
     if not first["relpath"].equals(second["relpath"]):
         raise ValueError(f"{a.name} and {b.name} were not tested on the same images; a paired test needs that.")
     right_a, right_b = first["true"] == first["predicted"], second["true"] == second["predicted"]
+    return {"run": a.name, "other": b.name, **mcnemar(right_a, right_b)}
+
+
+def mcnemar(right_a, right_b) -> dict:
+    """Exact McNemar test of two models' right/wrong on the same images, in the same order: the images only the
+    first gets right, only the second, and the two-sided binomial p-value of that split."""
+    from scipy.stats import binomtest
+
+    right_a, right_b = np.asarray(right_a, dtype=bool), np.asarray(right_b, dtype=bool)
     only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    return {"run": a.name, "other": b.name, "only_run_right": only_a, "only_other_right": only_b, "p_value": p}
+    return {"only_run_right": only_a, "only_other_right": only_b, "p_value": p}
 
 
 MARKDOWN_COLUMNS = {

@@ -44,7 +44,7 @@ def cache_speedup(exp: Experiment, profile: config.Profile, rows: pd.DataFrame, 
     extractor, top = model.get_layer(f"{exp.model}_features"), model.get_layer(f"head_{exp.head}")
     labels = rows["class_id"].to_numpy()
     start = time.perf_counter()
-    cached = feature_cache.extract(extractor, rows, exp.image_size, desc="building the cache once")
+    cached = feature_cache.extract(extractor, rows, exp.image_size, progress=False)
     build = time.perf_counter() - start
     top.compile("adam", "sparse_categorical_crossentropy")
     with_cache = per_epoch(lambda: top.fit(cached, labels, batch_size=exp.batch_size, epochs=1, verbose=0))

@@ -232,7 +232,8 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
 
     def features(rows, view):
         return feature_cache.cached_features(extractor, exp.model, exp.image_size, pretrained, rows, view=view,
-                                             augment=exp.augment, seed=profile.seed, precision=exp.precision)
+                                             augment=exp.augment, seed=profile.seed, precision=exp.precision,
+                                             progress=verbose == 1)  # a bar only where fit shows bars too
 
     compile_model(top, optimizer, learning_rate)
     history = pd.DataFrame(columns=HISTORY_COLUMNS)

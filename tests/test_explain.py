@@ -65,8 +65,16 @@ def nested_model():
     return backbones.classifier(extractor, backbones.head(16, "v1", num_classes=2))
 
 
+def nested_bfloat16_model():
+    """The nested shape in mixed bfloat16, as the cpu profile fine-tunes where the CPU supports it."""
+    from helpers import training
+
+    with training.dtype_policy("mixed_bfloat16"):
+        return nested_model()
+
+
 BUILDERS = {"flat": flat_model, "nested": nested_model, "sequential": sequential_model,
-            "flat, no logits": flat_model_without_logits}
+            "flat, no logits": flat_model_without_logits, "nested, mixed bfloat16": nested_bfloat16_model}
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))
@@ -148,3 +156,11 @@ def test_centre_share_and_masks():
     assert (centre_only[~mask] == 0).all() and (centre_only[mask] == 200).all()
     with pytest.raises(ValueError, match="keep must be"):
         explain.masking(10, "lungs")
+
+
+def test_maps_and_activations_are_float32_for_every_precision(trained):
+    x, _, _ = square_images(4, seed=5)
+    maps, proba = explain.gradcam(trained, x)
+    assert maps.dtype == np.float32 and proba.dtype == np.float32  # plots cannot scale bfloat16 arrays
+    layer = explain.last_conv_layer(trained)
+    assert all(a.dtype == np.float32 for a in explain.activations(trained, x[0], [layer]).values())
