@@ -11,7 +11,9 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorflow":
     raise ImportError("Keras was imported before the helpers with another backend; import helpers first, or "
                       "set KERAS_BACKEND=tensorflow, and restart the kernel.")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines are noise in a notebook
+# TensorFlow's C++ log lines are noise in a notebook: INFO and WARNING, and the graph optimiser's harmless
+# "remapper failed" ERROR lines (Python exceptions are unaffected). TF_CPP_MIN_LOG_LEVEL=0 shows them all again.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _import_tensorflow_quietly() -> None:
