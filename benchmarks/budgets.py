@@ -242,7 +242,7 @@ def end_to_end(args) -> None:
             run_minutes, run_peak = run_minutes + minutes, max(run_peak, peak)
             if status:  # the run stops at the first failing notebook, so its status is the whole run's
                 break
-        rows.append(("`make run` (cpu profile, all six notebooks, no run records at the start)", run_minutes,
+        rows.append((f"`make run` (cpu profile, all {len(notebooks)} notebooks, no run records at the start)", run_minutes,
                      run_peak, status, ""))
     lines = ["| command | wall time (min) | peak memory (GB) | exit | notes |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {m:.1f} | {p:.1f} | {s} | {note} |" for name, m, p, s, note in rows]
