@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PROFILE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: run test unit lab bench lock clean-runs
+.PHONY: run test unit lab bench lock book clean-runs
 
 # The exact versions of the committed run (requirements.lock); `make lock` renews them from requirements.txt.
 $(BIN)/activate: requirements.lock pyproject.toml
@@ -34,6 +34,19 @@ unit: $(BIN)/activate
 # benchmarks/results.md. `$(BIN)/python benchmarks/budgets.py end-to-end` times make test and make run.
 bench: $(BIN)/activate
 	$(BIN)/python benchmarks/budgets.py
+
+# A static HTML site of the executed notebooks (README as front page, glossary), in _build/html; never executes
+# them. Its packages live in their own environment (.venv-book), outside what make run and make test install.
+# -W: a warning fails the build.
+book: .venv-book/bin/activate
+	.venv-book/bin/jupyter-book build . --config docs/_config.yml --toc docs/_toc.yml -W -n --keep-going
+	@echo "open _build/html/index.html"
+
+.venv-book/bin/activate: docs/requirements-book.txt
+	$(PYTHON) -m venv .venv-book
+	.venv-book/bin/pip install --quiet --upgrade pip
+	.venv-book/bin/pip install --quiet -r docs/requirements-book.txt
+	touch .venv-book/bin/activate
 
 lab: $(BIN)/activate
 	$(BIN)/jupyter lab notebooks/

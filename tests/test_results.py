@@ -101,3 +101,16 @@ def test_paired_comparison_counts_the_images_only_one_run_gets_right():
     other_images = fabricate_record(profile, "polazaro_baseline", n_per_class=5)
     with pytest.raises(ValueError, match="same images"):
         results.paired_comparison(better, other_images)
+
+
+def test_best_on_validation_breaks_ties_by_validation_loss_and_never_reads_test():
+    table = pd.DataFrame({"model": ["a", "b", "c", "d"], "family": ["FT", "FT", "FT", "EC"],
+                          "protocol": ["thesis", "thesis", "all", "thesis"],
+                          "val_accuracy": [0.96, 0.96, 0.99, 0.97], "val_loss": [0.14, 0.11, 0.05, 0.2],
+                          "test_accuracy": [0.99, 0.90, 0.5, 0.5]})
+    assert results.best_on_validation(table, "FT", protocols="thesis") == "b"  # tie: the lower loss
+    assert results.best_on_validation(table, "FT") == "c"
+    assert results.best_on_validation(table, protocols=("thesis",)) == "d"
+    assert results.best_on_validation(table.set_index("model"), "FT", protocols="thesis") == "b"
+    with pytest.raises(ValueError, match="No run"):
+        results.best_on_validation(table, "scratch")
