@@ -210,6 +210,9 @@ def to_markdown(table: pd.DataFrame) -> str:
         **{"test accuracy [95 % CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in zip(
             table["test_accuracy"], table["test_accuracy_ci_low"], table["test_accuracy_ci_high"])]})
     shown = shown[list(MARKDOWN_COLUMNS)].rename(columns=MARKDOWN_COLUMNS)
+    # a run no project published (e.g. the `all`-protocol run): a dash, not "nan"
+    shown["published acc."] = [f"{v:.3f}" if pd.notna(v) else "–" for v in shown["published acc."]]
+    shown["published row"] = shown["published row"].replace("–: none", "–")
     return shown.to_markdown(index=False, floatfmt=".3f")
 
 
