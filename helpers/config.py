@@ -38,7 +38,6 @@ class Profile:
     figures_subdir: str | None = ""     # "" -> the committed figures/; "x" -> figures/x; None -> the runs folder
     run_settings: Mapping[str, Mapping] = field(default_factory=dict)  # run name or scheme -> changed fields
     image_sizes: Mapping[str, int] = field(default_factory=dict)  # family (scratch, EC, FT) -> input size
-    precisions: Mapping[str, str] = field(default_factory=dict)   # scheme -> Keras dtype policy (float32 if absent)
     max_epochs: int | None = None        # cap on every stage's epochs (quick)
     max_views: int | None = None         # cap on cached augmented views per image (quick)
     batch_size: int | None = None        # one batch size for every run (quick)
@@ -116,15 +115,15 @@ PROFILES = {
             # 64 px (a multiple of 32: Red David pools five times); 96 px cost 16 of make run's minutes
             "red_david": {"image_size": 64, "epochs": 10},
             "red_alberto": {"image_size": 64, "epochs": 8},  # at most the 8 epochs the thesis's early stopping ran
-            "ft": {"epochs": 8}, "ft2": {"epochs": 8},  # fine-tuning at 224 px is the costly part
-            "squeezenet_ft2_long": {"epochs": 16},  # twice the ft2 runs' second stage, as in the full profile
+            # Mixed bfloat16 where the CPU has it and it was measured faster and no worse (benchmarks/results.md):
+            # the two-stage fine-tuning and the polazaro nets; not the thesis's scratch nets (no faster), not
+            # frozen-feature runs, and not the thesis's one-stage SGD fine-tuning, which diverged in bfloat16.
+            "ft": {"epochs": 8}, "ft2": {"epochs": 8, "precision": FAST_PRECISION},  # fine-tuning at 224 px: costly
+            # twice the ft2 runs' second stage, as in the full profile
+            "squeezenet_ft2_long": {"epochs": 16, "precision": FAST_PRECISION},
             # every image: 3.3x the training images per epoch, so half the epochs (1.6x the thesis run's steps)
-            "squeezenet_ft2_all": {"epochs": 4},
-        },
-        # mixed bfloat16 where the CPU has it and it was measured faster and no worse (benchmarks/results.md): the
-        # two-stage fine-tuning and the polazaro nets; not the thesis's scratch nets (no faster), not frozen-feature
-        # runs, and not the thesis's one-stage SGD fine-tuning, which diverged in bfloat16 in its first epoch
-        precisions={"ft2": FAST_PRECISION}),
+            "squeezenet_ft2_all": {"epochs": 4, "precision": FAST_PRECISION},
+        }),
     "full": Profile(
         "full", "the thesis as written: published epochs and 224 px, needs a GPU and ImageNet weights",
         backbones=ALL_BACKBONES, progression_backbone="densenet121", figures_subdir="full"),

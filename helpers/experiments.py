@@ -164,8 +164,6 @@ def experiment(name: str, profile: config.Profile) -> Experiment:
     changes = dict(profile.run_settings.get(name) or profile.run_settings.get(exp.scheme) or {})
     if exp.family in profile.image_sizes:
         changes["image_size"] = profile.image_sizes[exp.family]
-    if exp.scheme in profile.precisions:
-        changes.setdefault("precision", profile.precisions[exp.scheme])
     if profile.max_epochs is not None:
         changes["epochs"] = min(changes.get("epochs", exp.epochs), profile.max_epochs)
         changes["head_epochs"] = min(exp.head_epochs, profile.max_epochs)
