@@ -54,8 +54,10 @@ def image_grid(images, titles=None, ncols: int = 6, size: float = 2.0, cmap: str
 
 
 def training_curves(history, title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch, training against validation, side by side (as the thesis drew them)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    """Loss and accuracy per epoch, training against validation, side by side (as the thesis drew them).
+    Legends sit below the axes, off the curves; the loss axis turns logarithmic when one epoch's loss would
+    flatten the others (a spread of more than 20x); the accuracy axis spans the data, not 0-1."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
     epochs = history["epoch"] + 1
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, history[metric], marker="o", ms=3, label=f"training {metric}")
@@ -64,13 +66,20 @@ def training_curves(history, title: str = "") -> plt.Figure:
             chosen = history["selected"].astype(bool).to_numpy().nonzero()[0][-1]
             ax.plot(epochs.iloc[chosen], history[f"val_{metric}"].iloc[chosen], "k*", ms=11,
                     label="weights kept (lowest val. loss)")
-        ax.set_xlabel("epoch"); ax.set_ylabel(metric); ax.legend()
+        ax.set_xlabel("epoch"); ax.set_ylabel(metric)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if "stage" in history and (history["stage"] == "fine-tune").any():  # two-stage fine-tuning
             start = epochs[history["stage"] == "fine-tune"].iloc[0] - 0.5
-            ax.axvline(start, color="grey", ls="--", lw=1)
-            ax.text(start, ax.get_ylim()[1], " base unfrozen", va="top", fontsize=8, color="grey")
-    axes[1].set_ylim(0, 1.02)
+            ax.axvline(start, color="grey", ls="--", lw=1, label="base unfrozen")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    losses = history[["loss", "val_loss"]].to_numpy(float)
+    losses = losses[np.isfinite(losses) & (losses > 0)]
+    if len(losses) and losses.max() > 20 * losses.min():
+        axes[0].set_yscale("log")
+    accuracies = history[["accuracy", "val_accuracy"]].to_numpy(float)
+    accuracies = accuracies[np.isfinite(accuracies)]
+    if len(accuracies):
+        axes[1].set_ylim(max(0.0, accuracies.min() - 0.03), min(1.0, accuracies.max()) + 0.01)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -127,10 +136,15 @@ def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figur
                label="published (the row it reproduces)")
     names = [f"{m} (random init)" if f != "scratch" and not p else m
              for m, f, p in zip(table["model"], table["family"], table["pretrained"])]
+    if "published" in table:  # name the published row each cross stands for
+        names = [f"{n}  [vs {p}]" if isinstance(p, str) and p else n for n, p in zip(names, table["published"])]
     ax.set_yticks(y, names); ax.invert_yaxis()
-    ax.set_xlabel("test accuracy"); ax.set_xlim(min(0.3, np.nanmin(accuracy) - 0.05), 1.01)
-    ax.axvline(1 / 3, ls=":", c="grey", lw=1)
-    ax.legend(loc="lower left", fontsize=9)
+    shown = np.concatenate([table["test_accuracy_ci_low"].to_numpy(float),
+                            table["published_test_accuracy"].to_numpy(float)])
+    low = np.nanmin(shown)
+    ax.set_xlim(low - 0.02, min(1.005, np.nanmax(np.concatenate([shown, accuracy])) + 0.02))
+    ax.set_xlabel("test accuracy")
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12 - 0.6 / len(table)), fontsize=9, ncol=2, frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -138,8 +152,9 @@ def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figur
 
 
 def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, suptitle: str = "") -> plt.Figure:
-    """Grad-CAM as the thesis drew it: raw low-resolution maps (viridis, pixel axes), or maps resized onto
-    the grey image (jet, alpha 0.4), one panel per image with its title (``T: <true>, P: <pred>``)."""
+    """Grad-CAM as the thesis drew it: raw low-resolution maps (viridis), or maps resized onto the grey image
+    (jet, alpha 0.4), one panel per image with its title (``T: <true>, P: <pred>``), axes off, one colour bar
+    for the map's 0-1 scale."""
     nrows = int(np.ceil(len(maps) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.7 * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -148,21 +163,22 @@ def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, sup
             continue
         if overlay:
             ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
-            ax.imshow(maps[i], cmap="jet", alpha=0.4, vmin=0, vmax=1,
-                      extent=(-0.5, images[i].shape[1] - 0.5, images[i].shape[0] - 0.5, -0.5))
+            shown = ax.imshow(maps[i], cmap="jet", alpha=0.4, vmin=0, vmax=1,
+                              extent=(-0.5, images[i].shape[1] - 0.5, images[i].shape[0] - 0.5, -0.5))
         else:
-            ax.imshow(maps[i], cmap="viridis", vmin=0, vmax=1)
-        ax.grid(False)
+            shown = ax.imshow(maps[i], cmap="viridis", vmin=0, vmax=1)
+        ax.axis("off")
         ax.set_title(titles[i], fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
+    fig.colorbar(shown, ax=axes, shrink=0.5, label="Grad-CAM (share of the image's maximum)")
     return fig
 
 
 def activation_grid(activation, title: str = "") -> plt.Figure:
-    """One panel per channel of a layer's output (h, w, C), YlGnBu, each channel on its own scale, in the
-    thesis's grid (ceil(sqrt(C)) rows); the colour bar shows the last channel's scale."""
+    """One panel per channel of a layer's output (h, w, C), YlGnBu, in the thesis's grid (ceil(sqrt(C)) rows).
+    Each channel is divided by its own maximum, so the one colour bar (0-1) holds for every panel."""
     channels = activation.shape[-1]
     nrows = int(np.ceil(np.sqrt(channels)))
     ncols = int(np.ceil(channels / nrows))
@@ -171,8 +187,10 @@ def activation_grid(activation, title: str = "") -> plt.Figure:
     for c, ax in enumerate(axes.flat):
         ax.axis("off")
         if c < channels:
-            shown = ax.imshow(activation[..., c], cmap="YlGnBu")
-    fig.colorbar(shown, ax=axes, shrink=0.6)
+            channel = np.asarray(activation[..., c], np.float32)
+            peak = np.abs(channel).max()
+            shown = ax.imshow(channel / peak if peak > 0 else channel, cmap="YlGnBu", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=axes, shrink=0.6, label="activation / channel maximum")
     if title:
         fig.suptitle(title)
     return fig
@@ -240,14 +258,12 @@ def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "
 
 def group_accuracy_bars(table, title: str) -> plt.Figure:
     """Per model and group: the share classified correctly on outside images beside the model's own test
-    sensitivity for that class (``table``: model, group, images, accuracy, own test sensitivity)."""
+    sensitivity for that class (``table``: model, group, images, accuracy, ci_low, ci_high, own test sensitivity)."""
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(table) + 1.2))
     labels = [f"{m} · {g} (n={n})" for m, g, n in zip(table["model"], table["group"], table["images"])]
     y = np.arange(len(table))
     ax.barh(y + 0.2, table["own test sensitivity"], height=0.4, color="#999999", label="own test set (same class)")
-    errors = None
-    if "ci_low" in table:
-        errors = np.stack([table["accuracy"] - table["ci_low"], table["ci_high"] - table["accuracy"]])
+    errors = np.stack([table["accuracy"] - table["ci_low"], table["ci_high"] - table["accuracy"]])
     ax.barh(y - 0.2, table["accuracy"], height=0.4, color="#d95f02", label="left-out images (95 % CI)",
             xerr=errors, capsize=2)
     ax.set_yticks(y, labels, fontsize=8)

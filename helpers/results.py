@@ -59,6 +59,14 @@ def compare(record) -> pd.DataFrame:
     return pd.DataFrame(rows, index=[ours, label]).T
 
 
+def most_frequent_error(confusion) -> tuple[int, int, int]:
+    """The most frequent (true, predicted) pair off the diagonal of a confusion matrix, and its count."""
+    errors = np.array(confusion)
+    np.fill_diagonal(errors, 0)
+    i, j = np.unravel_index(errors.argmax(), errors.shape)
+    return int(i), int(j), int(errors[i, j])
+
+
 def run_summary(record) -> str:
     """The measured facts of one run as a Markdown sentence for a notebook's reading of it: test accuracy with its
     interval, the epoch whose weights were kept, COVID sensitivity as a count, the most frequent confusion, and the
@@ -66,15 +74,13 @@ def run_summary(record) -> str:
     test, m = record.metrics["test"], record.metrics
     classes = list(test["per_class"])
     matrix = np.array(test["confusion_matrix"])
-    errors = matrix.copy()
-    np.fill_diagonal(errors, 0)
-    i, j = np.unravel_index(errors.argmax(), errors.shape)
+    i, j, most = most_frequent_error(matrix)
     covid = test["per_class"]["COVID"]
     kept = "" if m.get("selected_epoch") is None else f", weights of epoch {m['selected_epoch'] + 1} kept"
     text = (f"`{record.name}` ({record.config['image_size']} px, {m['epochs_run']} epochs{kept}): test accuracy "
             f"**{test['accuracy']:.1%}** ({test['accuracy_ci_low']:.1%}–{test['accuracy_ci_high']:.1%}, "
             f"{test['n']} images); COVID sensitivity {covid['sensitivity']:.1%} ({matrix[0, 0]} of {matrix[0].sum()})"
-            f"; {errors.sum()} errors, most often {classes[i]} called {classes[j]} ({errors[i, j]}).")
+            f"; {matrix.sum() - np.trace(matrix)} errors, most often {classes[i]} called {classes[j]} ({most}).")
     theirs = published_row(record)
     if pd.notna(theirs.get("test_accuracy")):
         where = ("inside" if test["accuracy_ci_low"] <= theirs["test_accuracy"] <= test["accuracy_ci_high"]

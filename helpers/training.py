@@ -367,3 +367,36 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
                   f"{record.metrics['train_seconds']:.0f} s of training); delete it to train again.")
             return record
     return train(exp, profile, split, verbose=verbose)
+
+
+def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFrame | None = None) -> dict:
+    """The records of the runs ``names``, read where they exist; the missing ones are trained first, after a line
+    that says which and about how long they take (so notebooks 05-07 also open on a fresh clone)."""
+    found, missing = {}, []
+    for name in names:
+        try:
+            found[name] = records.read_record(profile.runs_dir / name)
+        except FileNotFoundError:
+            missing.append(name)
+    if missing:
+        print(f"{len(missing)} run record(s) of the {profile.name} profile missing: {', '.join(missing)}.\n"
+              f"Training them now: {expected_minutes(missing, profile)}. Running notebooks 02-04 first "
+              "makes the same records.")
+        for name in missing:
+            found[name] = get_or_train(name, profile, index, verbose=0)
+    return {name: found[name] for name in names}
+
+
+def expected_minutes(names: list[str], profile: config.Profile) -> str:
+    """How long training ``names`` takes, as a phrase: the committed cpu run's training times (figures/
+    results_table.csv) plus 20 % for evaluation; the quick profile, a few seconds to a minute per run."""
+    if profile.name != "cpu":
+        return (f"a few seconds to a minute per run in the {profile.name} profile" if profile.name == "quick"
+                else f"hours without a GPU in the {profile.name} profile")
+    committed = config.ROOT / "figures" / "results_table.csv"
+    seconds = pd.read_csv(committed).set_index("model")["train_seconds"] if committed.exists() else pd.Series()
+    known = [n for n in names if n in seconds.index]
+    if not known:
+        return "time unknown (no committed timing for these runs)"
+    total = 1.2 * seconds[known].sum() / 60
+    return f"about {max(1, round(total))} min on a 2-core machine in the cpu profile (the committed run's times)"

@@ -114,3 +114,12 @@ def test_best_on_validation_breaks_ties_by_validation_loss_and_never_reads_test(
     assert results.best_on_validation(table.set_index("model"), "FT", protocols="thesis") == "b"
     with pytest.raises(ValueError, match="No run"):
         results.best_on_validation(table, "scratch")
+
+
+def test_most_frequent_error_ignores_the_diagonal():
+    """The largest count of a confusion matrix is usually a right answer; the most frequent error is off it."""
+    confusion = [[50, 2, 9],
+                 [4, 60, 1],
+                 [0, 3, 40]]
+    assert results.most_frequent_error(confusion) == (0, 2, 9)
+    assert results.most_frequent_error(np.eye(3, dtype=int) * 5) == (0, 0, 0)  # no errors: nothing to name

@@ -191,6 +191,27 @@ def test_get_or_train_reuses_a_matching_record(tiny, trained, monkeypatch):
     assert reused.path == first.path and reused.metrics == first.metrics
 
 
+def test_records_or_train_reads_what_exists_and_trains_only_what_is_missing(tiny, trained, monkeypatch, capsys):
+    """Notebooks 05-07 open on a fresh clone: a missing record is trained (after a line saying so), a present one
+    is read, never retrained."""
+    _, index, profile = tiny
+    first, folder = trained
+    monkeypatch.setattr(config, "DATA_DIR", folder)
+    trained_now = []
+
+    def fake_train(name, *args, **kwargs):
+        trained_now.append(name)
+        return f"record of {name}"
+
+    monkeypatch.setattr(training, "get_or_train", fake_train)
+    found = training.records_or_train(profile, ["polazaro_baseline", "red_david"], index)
+    assert trained_now == ["red_david"]
+    assert found["polazaro_baseline"].metrics == first.metrics and found["red_david"] == "record of red_david"
+    assert list(found) == ["polazaro_baseline", "red_david"]
+    said = capsys.readouterr().out
+    assert "missing: red_david" in said and "Training them now" in said
+
+
 def _changed_baseline(image_size, num_classes=3):
     """The baseline with Dropout 0.5 instead of 0.3: the same run name and parameters, another architecture."""
     model = models.polazaro_baseline(image_size, num_classes)
