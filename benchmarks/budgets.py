@@ -236,13 +236,13 @@ def end_to_end(args) -> None:
         notebooks = sorted((target / "notebooks").glob("[0-9][0-9]_*.ipynb"))
         run_minutes, run_peak, status = 0.0, 0.0, 0
         for notebook in notebooks:
-            minutes, peak, status = timed_command(["make", "run", f"NOTEBOOKS=notebooks/{notebook.name}"],
-                                                  target, env, log)
+            minutes, peak, status = timed_command(["make", "run", f"NOTEBOOKS=notebooks/{notebook.name}",
+                                                   f"PROFILE={args.profile}"], target, env, log)
             rows.append((f"`make run`: {notebook.stem}", minutes, peak, status, ""))
             run_minutes, run_peak = run_minutes + minutes, max(run_peak, peak)
             if status:  # the run stops at the first failing notebook, so its status is the whole run's
                 break
-        rows.append((f"`make run` (cpu profile, all {len(notebooks)} notebooks, no run records at the start)", run_minutes,
+        rows.append((f"`make run` ({args.profile} profile, all {len(notebooks)} notebooks, no run records at the start)", run_minutes,
                      run_peak, status, ""))
     lines = ["| command | wall time (min) | peak memory (GB) | exit | notes |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {m:.1f} | {p:.1f} | {s} | {note} |" for name, m, p, s, note in rows]
@@ -258,6 +258,8 @@ def main() -> None:
                         "faster polazaro baseline and the cache)")
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--no-test", action="store_true", help="end-to-end: time make run only")
+    parser.add_argument("--profile", default="cpu", help="end-to-end: the profile make run uses (cpu, or quick "
+                        "to time each notebook's quick-profile run)")
     parser.add_argument("--runs", nargs="+", help="precision: only these runs (default: every scratch net and "
                         "squeezenet_ft)")
     parser.add_argument("--keep", help="end-to-end: folder to clone into and keep (default: a temporary one)")

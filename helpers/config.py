@@ -74,11 +74,19 @@ class Profile:
 
 
 def short_path(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it (for messages and summaries)."""
+    """``path`` relative to the repository when it is inside it, else to ``$CXR_WORK_DIR`` when it is inside that
+    (for messages and summaries: no machine-specific paths in a notebook's outputs)."""
+    path = Path(path)
     try:
         return str(path.relative_to(ROOT))
     except ValueError:
-        return str(path)
+        pass
+    if os.environ.get("CXR_WORK_DIR"):
+        try:
+            return f"$CXR_WORK_DIR/{path.relative_to(DATA_DIR)}"
+        except ValueError:
+            pass
+    return str(path)
 
 
 def bfloat16_supported() -> bool:

@@ -126,7 +126,11 @@ def confusion_grid(records, ncols: int = 4) -> plt.Figure:
 
 
 def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figure:
-    """Test accuracy with its 95 % interval per run (a results table), the published accuracy as a cross."""
+    """Test accuracy with its 95 % interval per run (a results table), the published accuracy as a cross. Runs of
+    several protocols (different test sets) are grouped by protocol and labelled with it."""
+    several = "protocol" in table and table["protocol"].nunique() > 1
+    if several:
+        table = table.sort_values("protocol", kind="stable")
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(table) + 1.4))
     y = np.arange(len(table))
     accuracy = table["test_accuracy"].to_numpy(float)
@@ -136,13 +140,16 @@ def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figur
                label="published (the row it reproduces)")
     names = [f"{m} (random init)" if f != "scratch" and not p else m
              for m, f, p in zip(table["model"], table["family"], table["pretrained"])]
+    if several:
+        names = [f"{n} · {p} protocol" for n, p in zip(names, table["protocol"])]
     if "published" in table:  # name the published row each cross stands for
         names = [f"{n}  [vs {p}]" if isinstance(p, str) and p else n for n, p in zip(names, table["published"])]
     ax.set_yticks(y, names); ax.invert_yaxis()
     shown = np.concatenate([table["test_accuracy_ci_low"].to_numpy(float),
                             table["published_test_accuracy"].to_numpy(float)])
     low = np.nanmin(shown)
-    ax.set_xlim(low - 0.02, min(1.005, np.nanmax(np.concatenate([shown, accuracy])) + 0.02))
+    high = np.nanmax(np.concatenate([shown, table["test_accuracy_ci_high"].to_numpy(float)]))
+    ax.set_xlim(low - 0.02, min(1.005, high + 0.015))
     ax.set_xlabel("test accuracy")
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12 - 0.6 / len(table)), fontsize=9, ncol=2, frameon=False)
     if title:
@@ -172,7 +179,7 @@ def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, sup
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
-    fig.colorbar(shown, ax=axes, shrink=0.5, label="Grad-CAM (share of the image's maximum)")
+    fig.colorbar(shown, ax=axes, shrink=0.5, label="Grad-CAM (0 to 1)")
     return fig
 
 
@@ -214,10 +221,11 @@ def show_run(record, prefix: str, profile: config.Profile) -> None:
     display(results.compare(record))
 
 
-def masked_accuracy(masked, example_image, views) -> plt.Figure:
+def masked_accuracy(masked, example_image, views, trivial=None) -> plt.Figure:
     """One example image under each view of ``views`` (name -> ``explain.masking`` keep), then each model's test
     accuracy with its 95 % interval under every view (``masked``: rows of model, view, accuracy, ci_low,
-    ci_high, as ``shortcuts.masked_accuracy`` gives them per model)."""
+    ci_high, as ``shortcuts.masked_accuracy`` gives them per model); ``trivial`` (model -> share) marks what always
+    answering the largest class scores on that model's test set."""
     from . import explain
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), gridspec_kw={"width_ratios": [1, 1, 1, 3.2]},
@@ -228,7 +236,7 @@ def masked_accuracy(masked, example_image, views) -> plt.Figure:
         ax.imshow(shown[0, ..., 0], cmap="gray", vmin=0, vmax=255)
         ax.set_title(view, fontsize=10)
         ax.axis("off")
-    interval_bars(axes[3], masked, "model", "view", order=list(views), chance=1 / 3)
+    interval_bars(axes[3], masked, "model", "view", order=list(views), chance=trivial)
     axes[3].set_title("Accuracy when part of the image is hidden")
     return fig
 
@@ -239,7 +247,8 @@ VIEW_COLORS = ["#666666", "#d95f02", "#1b9e77", "#7570b3"]
 def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "accuracy", chance=None,
                   xlabel: str = "accuracy (95 % CI)") -> None:
     """Horizontal bars of ``value`` with their 95 % intervals (``ci_low``, ``ci_high``): one group of bars per
-    distinct ``rows`` entry, one bar per ``bars`` entry (in ``order``); a dotted line at ``chance``."""
+    distinct ``rows`` entry, one bar per ``bars`` entry (in ``order``); a dotted line at ``chance``, one value
+    for all rows or a dict (row -> value) for a mark per row, e.g. each test set's largest-class share."""
     def pivot(column):
         wide = table.pivot(index=rows, columns=bars, values=column)
         wide = wide.reindex(index=list(dict.fromkeys(table[rows])))
@@ -247,8 +256,12 @@ def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "
     middle, low, high = pivot(value), pivot("ci_low"), pivot("ci_high")
     errors = np.stack([(middle - low).to_numpy().T, (high - middle).to_numpy().T], axis=1)  # (bars, 2, rows)
     middle.plot.barh(ax=ax, xerr=errors, capsize=3, color=VIEW_COLORS[:middle.shape[1]], width=0.75)
-    if chance is not None:
-        ax.axvline(chance, ls=":", c="k", lw=1)
+    if isinstance(chance, dict):
+        for k, row in enumerate(middle.index):
+            ax.plot([chance[row]] * 2, [k - 0.45, k + 0.45], ls=":", c="k", lw=1.5,
+                    label="largest class's share" if k == 0 else None)
+    elif chance is not None:
+        ax.axvline(chance, ls=":", c="k", lw=1, label="largest class's share")
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel)

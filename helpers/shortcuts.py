@@ -6,6 +6,8 @@ The central square is a crude stand-in for the lung fields (``explain.central_ma
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -63,12 +65,17 @@ def group_table(groups, true, predicted, seed: int = config.SEED, classes=data.C
 # Linear probes on frozen SqueezeNet features (seconds each, once the features are cached)
 # --------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=2)
+def _squeezenet_extractor(image_size: int, allow_random: bool):
+    """The frozen SqueezeNet extractor, built once per input size (notebook 07 asks for features many times)."""
+    return backbones.feature_extractor("squeezenet", image_size, allow_random=allow_random)
+
+
 def frozen_features(frame: pd.DataFrame, image_size: int, profile: config.Profile,
                     keep: str | None = None) -> np.ndarray:
     """Pooled features of ImageNet SqueezeNet (frozen) for ``frame``'s images, whole or with only the border or
     the centre kept (``keep``); cached in ``data/cache/features`` like notebook 03's."""
-    extractor, pretrained = backbones.feature_extractor("squeezenet", image_size,
-                                                        allow_random=profile.allow_random_weights)
+    extractor, pretrained = _squeezenet_extractor(image_size, profile.allow_random_weights)
     return feature_cache.cached_features(extractor, "squeezenet", image_size, pretrained, frame, keep=keep,
                                          progress=False)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config
+from helpers import config, shortcuts
 
 # Read before any test clears the CXR_* variables: the SqueezeNet weight file, where this machine has it.
 SHARED_WEIGHTS_DIR = os.environ.get("CXR_WEIGHTS_DIR")
@@ -21,6 +21,7 @@ def isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "FIGURES_DIR", tmp_path / "project-figures")
     for name in ("CXR_DATA_DIR", "CXR_WEIGHTS_DIR", "CXR_PROFILE", "CXR_WORK_DIR"):
         monkeypatch.delenv(name, raising=False)
+    shortcuts._squeezenet_extractor.cache_clear()  # its weights depend on the folders set here
     return data_dir
 
 

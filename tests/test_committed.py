@@ -43,3 +43,59 @@ def test_readme_shortcut_numbers_are_those_notebook_07_printed():
     assert numbers, "no numbers found in the README's shortcut summary"
     missing = [n for n in numbers if n not in printed]
     assert not missing, f"README quotes numbers notebook 07 did not print: {missing}"
+
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _readme_timings() -> dict:
+    """Minutes per notebook and profile from the README's timing table (between its timings markers)."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- timings:start.*?-->\n(.*?)<!-- timings:end -->", readme, flags=re.S)
+    assert block, "README.md lost its timings markers"
+    rows = {}
+    for line in block.group(1).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and re.fullmatch(r"\d\d", cells[0]):
+            rows[cells[0]] = {"cpu": float(cells[1]), "quick": float(cells[3])}
+    return rows
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_header_run_times_agree_with_the_readme_timing_table(path):
+    """A header's "about N min" is the README's measured time, rounded: within a minute or a third of it."""
+    header = nbformat.read(path, as_version=4).cells[0].source
+    stated = {profile: float(minutes)
+              for minutes, profile in re.findall(r"about (\d+(?:\.\d+)?) min in the `(cpu|quick)` profile", header)}
+    assert set(stated) == {"cpu", "quick"}, f"{path.name}: the header does not state both profiles' run times"
+    measured = _readme_timings()[path.name[:2]]
+    for profile, minutes in stated.items():
+        assert abs(minutes - measured[profile]) <= max(1.0, measured[profile] / 3), \
+            f"{path.name}: header says {minutes} min ({profile}), README measured {measured[profile]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_end_with_questions_exercises_and_a_linked_next_step(path):
+    notebook = nbformat.read(path, as_version=4)
+    text = "\n".join(cell.source for cell in notebook.cells)
+    assert "## Questions" in text and "## Try it yourself" in text, f"{path.name} has no exercises"
+    answers = sum(output.get("data", {}).get("text/markdown", "").count("<details>")
+                  for cell in notebook.cells for output in cell.get("outputs", [])) + text.count("<details>")
+    assert answers >= 3, f"{path.name}: fewer than three questions with collapsible answers"
+    assert "glossary.md" in notebook.cells[0].source, f"{path.name}'s header does not link the glossary"
+    if path != NOTEBOOKS[-1]:
+        assert re.search(r"\*\*Next:\*\* \[", text), f"{path.name}: the next notebook is not a link"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_outputs_are_clean(path):
+    """No progress bars, log lines, warnings, colour codes or machine paths in what a reader sees."""
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            assert output.get("name") != "stderr", f"{path.name} cell {index}: stderr output"
+            text = output.get("text", "") + "".join(str(v) for k, v in output.get("data", {}).items()
+                                                     if k.startswith("text/"))
+            for bad in ("\x1b[", "Epoch 1/", "Warning", "/work/", "/tmp/", "/home/", "I0000", "E0000"):
+                assert bad not in text, f"{path.name} cell {index}: {bad!r} in an output"
+    assert path.stat().st_size <= 2_000_000, f"{path.name} is over 2 MB"

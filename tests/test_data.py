@@ -377,3 +377,13 @@ def test_the_strong_augmentation_gives_every_layer_its_own_seed():
     assert {type(layer).__name__ for layer in layers} == {
         "RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness", "RandomContrast"}
     assert len({layer.get_config()["seed"] for layer in layers}) == len(layers)
+
+
+def test_short_path_never_prints_a_machine_path_inside_the_repository_or_the_work_dir(tmp_path, monkeypatch):
+    """Notebook outputs name folders relative to the repository or as $CXR_WORK_DIR/..., not /home/... paths."""
+    assert config.short_path(config.ROOT / "data" / "runs") == "data/runs"
+    monkeypatch.setenv("CXR_WORK_DIR", str(tmp_path))
+    monkeypatch.setattr(config, "DATA_DIR", tmp_path)
+    assert config.short_path(tmp_path / "runs" / "quick") == "$CXR_WORK_DIR/runs/quick"
+    elsewhere = tmp_path.parent / "elsewhere"
+    assert config.short_path(elsewhere) == str(elsewhere)
