@@ -12,6 +12,7 @@ from . import config
 
 CLASS_COLORS = {"COVID": "#d95f02", "Normal": "#1b9e77", "Viral Pneumonia": "#7570b3"}
 DPI = 150
+MAX_FIGURE_BYTES = 500_000  # a figure file a README or a course page can load quickly
 
 
 def use_style() -> None:
@@ -22,14 +23,18 @@ def use_style() -> None:
 
 
 def save(fig: plt.Figure, name: str, profile: config.Profile | None = None) -> Path:
-    """Write ``fig`` as ``<figures_dir>/<name>.png`` at 150 dpi and return the path.
+    """Write ``fig`` as ``<figures_dir>/<name>.png`` at 150 dpi and return the path. Photo-like figures (grids of
+    X-rays) that would pass 500 KB are written at a lower resolution instead (100, then 72 dpi).
 
     The cpu profile writes the committed ``figures/``; the quick profile writes under ``data/runs/quick/``.
     """
     profile = profile or config.current(set_seed=False)
     path = profile.figures_dir / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    for dpi in (DPI, 100, 72):
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        if path.stat().st_size <= MAX_FIGURE_BYTES:
+            break
     return path
 
 
