@@ -6,6 +6,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 
 from . import config
@@ -131,34 +132,41 @@ def confusion_grid(records, ncols: int = 4) -> plt.Figure:
 
 
 def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figure:
-    """Test accuracy with its 95 % interval per run (a results table), the published accuracy as a cross. Runs of
-    several protocols (different test sets) are grouped by protocol and labelled with it."""
+    """Test accuracy with its 95 % interval per run (a results table), the published accuracy as a cross, the
+    published row named in brackets. Runs of several protocols (different test sets) are grouped by protocol,
+    the groups separated by a line and named at the right."""
     several = "protocol" in table and table["protocol"].nunique() > 1
     if several:
         table = table.sort_values("protocol", kind="stable")
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(table) + 1.4))
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(table) + 1.6))
     y = np.arange(len(table))
     accuracy = table["test_accuracy"].to_numpy(float)
     errors = [accuracy - table["test_accuracy_ci_low"], table["test_accuracy_ci_high"] - accuracy]
     ax.errorbar(accuracy, y, xerr=errors, fmt="o", capsize=4, label=f"{label} (95 % CI)")
     ax.scatter(table["published_test_accuracy"], y, marker="x", s=60, c="k", zorder=3,
-               label="published (the row it reproduces)")
+               label="published (the row named in brackets)")
     names = [f"{m} (random init)" if f != "scratch" and not p else m
              for m, f, p in zip(table["model"], table["family"], table["pretrained"])]
-    if several:
-        names = [f"{n} · {p} protocol" for n, p in zip(names, table["protocol"])]
     if "published" in table:  # name the published row each cross stands for
-        names = [f"{n}  [vs {p}]" if isinstance(p, str) and p else n for n, p in zip(names, table["published"])]
-    ax.set_yticks(y, names); ax.invert_yaxis()
+        names = [f"{n} [{p.split(': ', 1)[-1]}]" if pd.notna(a) else n
+                 for n, p, a in zip(names, table["published"], table["published_test_accuracy"])]
+    ax.set_yticks(y, names, fontsize=9); ax.invert_yaxis()
     shown = np.concatenate([table["test_accuracy_ci_low"].to_numpy(float),
                             table["published_test_accuracy"].to_numpy(float)])
-    low = np.nanmin(shown)
     high = np.nanmax(np.concatenate([shown, table["test_accuracy_ci_high"].to_numpy(float)]))
-    ax.set_xlim(low - 0.02, min(1.005, high + 0.015))
+    ax.set_xlim(np.nanmin(shown) - 0.02, min(1.005, high + 0.015))
+    if several:
+        protocols = table["protocol"].to_numpy()
+        for k in range(len(table)):
+            if k == 0 or protocols[k] != protocols[k - 1]:
+                if k:
+                    ax.axhline(k - 0.5, color="grey", lw=0.8)
+                ax.annotate(f"{protocols[k]} protocol", (1.01, k), xycoords=("axes fraction", "data"),
+                            fontsize=9, va="center", color="grey")
     ax.set_xlabel("test accuracy")
-    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12 - 0.6 / len(table)), fontsize=9, ncol=2, frameon=False)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=9, ncol=2, frameon=False)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, pad=26)
     fig.tight_layout()
     return fig
 
