@@ -63,14 +63,14 @@ def _readme_timings() -> dict:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_header_run_times_agree_with_the_readme_timing_table(path):
-    """A header's "about N min" is the README's measured time, rounded: within a minute or a third of it."""
+    """A header's "about N min" is the README's measured time, rounded: within half a minute or 15 % of it."""
     header = nbformat.read(path, as_version=4).cells[0].source
     stated = {profile: float(minutes)
               for minutes, profile in re.findall(r"about (\d+(?:\.\d+)?) min in the `(cpu|quick)` profile", header)}
     assert set(stated) == {"cpu", "quick"}, f"{path.name}: the header does not state both profiles' run times"
     measured = _readme_timings()[path.name[:2]]
     for profile, minutes in stated.items():
-        assert abs(minutes - measured[profile]) <= max(1.0, measured[profile] / 3), \
+        assert abs(minutes - measured[profile]) <= max(0.5, 0.15 * measured[profile]), \
             f"{path.name}: header says {minutes} min ({profile}), README measured {measured[profile]}"
 
 
@@ -89,13 +89,14 @@ def test_notebooks_end_with_questions_exercises_and_a_linked_next_step(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_outputs_are_clean(path):
-    """No progress bars, log lines, warnings, colour codes or machine paths in what a reader sees."""
+    """No progress bars, TensorFlow log lines, warnings, colour codes or machine paths in what a reader sees.
+    (Training still prints Keras's "Epoch n/m" line above each epoch's summary line; see the README.)"""
     notebook = nbformat.read(path, as_version=4)
     for index, cell in enumerate(notebook.cells):
         for output in cell.get("outputs", []):
             assert output.get("name") != "stderr", f"{path.name} cell {index}: stderr output"
             text = output.get("text", "") + "".join(str(v) for k, v in output.get("data", {}).items()
                                                      if k.startswith("text/"))
-            for bad in ("\x1b[", "Epoch 1/", "Warning", "/work/", "/tmp/", "/home/", "I0000", "E0000"):
+            for bad in ("\x1b[", "Warning", "/work/", "/tmp/", "/home/", "I0000", "E0000", "it/s]"):
                 assert bad not in text, f"{path.name} cell {index}: {bad!r} in an output"
     assert path.stat().st_size <= 2_000_000, f"{path.name} is over 2 MB"
