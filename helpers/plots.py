@@ -260,8 +260,8 @@ VIEW_COLORS = ["#666666", "#d95f02", "#1b9e77", "#7570b3"]
 def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "accuracy", chance=None,
                   xlabel: str = "accuracy (95 % CI)") -> None:
     """Horizontal bars of ``value`` with their 95 % intervals (``ci_low``, ``ci_high``): one group of bars per
-    distinct ``rows`` entry, one bar per ``bars`` entry (in ``order``); a dotted line at ``chance``, one value
-    for all rows or a dict (row -> value) for a mark per row, e.g. each test set's largest-class share."""
+    distinct ``rows`` entry, one bar per ``bars`` entry (in ``order``); ``chance`` (row -> value) marks a value
+    per row with a dotted line, e.g. what always answering the largest class of that row's test set scores."""
     def pivot(column):
         wide = table.pivot(index=rows, columns=bars, values=column)
         wide = wide.reindex(index=list(dict.fromkeys(table[rows])))
@@ -269,12 +269,10 @@ def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "
     middle, low, high = pivot(value), pivot("ci_low"), pivot("ci_high")
     errors = np.stack([(middle - low).to_numpy().T, (high - middle).to_numpy().T], axis=1)  # (bars, 2, rows)
     middle.plot.barh(ax=ax, xerr=errors, capsize=3, color=VIEW_COLORS[:middle.shape[1]], width=0.75)
-    if isinstance(chance, dict):
+    if chance:
         for k, row in enumerate(middle.index):
             ax.plot([chance[row]] * 2, [k - 0.45, k + 0.45], ls=":", c="k", lw=1.5,
                     label="largest class's share" if k == 0 else None)
-    elif chance is not None:
-        ax.axvline(chance, ls=":", c="k", lw=1, label="largest class's share")
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel)

@@ -103,18 +103,26 @@ def series_runs(profile) -> list[str]:
     return list(experiments.FULL) + experiments.transfer_runs(profile)
 
 
+def read_records(profile, names) -> tuple[dict, list[str]]:
+    """The run records ``names`` of ``profile`` that exist and are complete (name -> record), and the names of
+    those that do not."""
+    found, missing = {}, []
+    for name in names:
+        try:
+            found[name] = records.read_record(profile.runs_dir / name)
+        except FileNotFoundError:
+            missing.append(name)
+    return found, missing
+
+
 def load_records(profile, names=None) -> dict:
     """The run records ``names`` (default: the whole series) of ``profile``, read, never trained.
 
     Missing or incomplete records raise ``MissingRecordsError`` listing each one with the notebook to run.
     """
-    found, missing = {}, []
-    for name in names or series_runs(profile):
-        try:
-            found[name] = records.read_record(profile.runs_dir / name)
-        except FileNotFoundError:
-            missing.append(f"  {name}: run notebooks/{experiments.experiment(name, profile).notebook}")
+    found, missing = read_records(profile, names or series_runs(profile))
     if missing:
+        missing = [f"  {name}: run notebooks/{experiments.experiment(name, profile).notebook}" for name in missing]
         raise MissingRecordsError(
             f"{len(missing)} run record(s) of the {profile.name} profile are missing in "
             f"{profile.runs_dir}:\n" + "\n".join(missing) +

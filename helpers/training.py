@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import backbones, config, data, feature_cache, metrics, models, records
+from . import backbones, config, data, feature_cache, metrics, models, records, results
 from .experiments import Experiment, experiment
 from .files import read_json, write_json
 
@@ -372,12 +372,7 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
 def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFrame | None = None) -> dict:
     """The records of the runs ``names``, read where they exist; the missing ones are trained first, after a line
     that says which and about how long they take (so notebooks 05-07 also open on a fresh clone)."""
-    found, missing = {}, []
-    for name in names:
-        try:
-            found[name] = records.read_record(profile.runs_dir / name)
-        except FileNotFoundError:
-            missing.append(name)
+    found, missing = results.read_records(profile, names)
     if missing:
         print(f"{len(missing)} run record(s) of the {profile.name} profile missing: {', '.join(missing)}.\n"
               f"Training them now: {expected_minutes(missing, profile)}. Running notebooks 02-04 first "
@@ -393,7 +388,7 @@ def expected_minutes(names: list[str], profile: config.Profile) -> str:
     if profile.name != "cpu":
         return (f"a few seconds to a minute per run in the {profile.name} profile" if profile.name == "quick"
                 else f"hours without a GPU in the {profile.name} profile")
-    committed = config.ROOT / "figures" / "results_table.csv"
+    committed = config.PROFILES["cpu"].figures_dir / "results_table.csv"  # written by notebook 05
     seconds = pd.read_csv(committed).set_index("model")["train_seconds"] if committed.exists() else pd.Series()
     known = [n for n in names if n in seconds.index]
     if not known:

@@ -8,30 +8,35 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _readme_block(marker: str) -> str:
+    """The README's text between ``<!-- {marker}:start ... -->`` and ``<!-- {marker}:end -->``."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(rf"<!-- {marker}:start.*?-->\n(.*?)<!-- {marker}:end -->", readme, flags=re.S)
+    assert block, f"README.md lost its {marker} markers"
+    return block.group(1)
 
 
 def test_readme_results_table_is_the_one_notebook_05_wrote():
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- results-table:start.*?-->\n(.*?)<!-- results-table:end -->", readme, flags=re.S)
-    assert block, "README.md lost its results-table markers"
+    block = _readme_block("results-table")
     written = (REPO / "figures" / "results_table.md").read_text()
     table = "\n".join(line for line in written.splitlines() if line.startswith("|"))
-    assert block.group(1).strip() == table.strip(), "README's results table differs from figures/results_table.md"
+    assert block.strip() == table.strip(), "README's results table differs from figures/results_table.md"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebooks_link_their_neighbours_and_say_they_are_not_a_diagnostic_tool(path):
     notebook = nbformat.read(path, as_version=4)
     header = notebook.cells[0].source
     assert "Not a diagnostic tool" in header
-    others = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb") if p != path)
+    others = [p.name for p in NOTEBOOKS if p != path]
     assert all(name in header for name in others), f"{path.name}'s series line misses a notebook"
 
 
 def test_readme_shortcut_numbers_are_those_notebook_07_printed():
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- shortcuts:start.*?-->\n(.*?)<!-- shortcuts:end -->", readme, flags=re.S)
-    assert block, "README.md lost its shortcuts markers"
+    block = _readme_block("shortcuts")
     notebook = nbformat.read(REPO / "notebooks" / "07_shortcuts.ipynb", as_version=4)
     printed = []
     for cell in notebook.cells:
@@ -39,22 +44,16 @@ def test_readme_shortcut_numbers_are_those_notebook_07_printed():
             printed.append(output.get("text", ""))
             printed += [str(v) for v in output.get("data", {}).values()]
     printed = "\n".join(printed)
-    numbers = re.findall(r"\d+(?:\.\d+)?%|p = [\d.e-]+|n = \d+", block.group(1))
+    numbers = re.findall(r"\d+(?:\.\d+)?%|p = [\d.e-]+|n = \d+", block)
     assert numbers, "no numbers found in the README's shortcut summary"
     missing = [n for n in numbers if n not in printed]
     assert not missing, f"README quotes numbers notebook 07 did not print: {missing}"
 
 
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
 def _readme_timings() -> dict:
     """Minutes per notebook and profile from the README's timing table (between its timings markers)."""
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- timings:start.*?-->\n(.*?)<!-- timings:end -->", readme, flags=re.S)
-    assert block, "README.md lost its timings markers"
     rows = {}
-    for line in block.group(1).splitlines():
+    for line in _readme_block("timings").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and re.fullmatch(r"\d\d", cells[0]):
             rows[cells[0]] = {"cpu": float(cells[1]), "quick": float(cells[3])}
