@@ -103,6 +103,21 @@ class EpochTimes(keras.callbacks.Callback):
             handle.write(("epoch,epoch_seconds\n" if new else "") + f"{epoch},{time.perf_counter() - self._start}\n")
 
 
+class EpochLine(keras.callbacks.Callback):
+    """One compact line per epoch (loss, accuracy, validation loss and accuracy, seconds), instead of Keras's
+    ``Epoch n/m`` header plus progress line: what a notebook shows while a run trains."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{name.replace('val_', 'validation ')} {logs[name]:.3f}"
+                 for name in ("loss", "accuracy", "val_loss", "val_accuracy") if name in logs]
+        print(f"epoch {epoch + 1}/{self.params['epochs']}: " + ", ".join(parts) +
+              f" ({time.perf_counter() - self._start:.0f} s)")
+
+
 class ResumingCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keeps the weights of the lowest validation loss; when training resumes at epoch k (as
     ``BackupAndRestore`` decides), it starts from the best loss of epochs 0..k-1 in the CSV history, so a
@@ -162,6 +177,9 @@ def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y
     if exp.early_stopping:
         steps.append(ResumingEarlyStopping(work / f"early_stopping{stage}.json", exp.early_stopping))
     steps.append(keras.callbacks.TerminateOnNaN())
+    if verbose == 2:  # one compact line per epoch, printed by EpochLine instead of Keras
+        steps.append(EpochLine())
+        verbose = 0
     model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[*steps, *callbacks],
               batch_size=exp.batch_size if y is not None else None,
               shuffle=y is not None, verbose=verbose)  # a tf.data pipeline shuffles itself
