@@ -54,6 +54,13 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     })
 
 
+def largest_class_share(labels) -> float:
+    """The share of the most frequent label: what always answering the largest class scores on these images,
+    the floor a classifier has to beat (33 % only when the classes are balanced)."""
+    labels = pd.Series(np.asarray(labels))
+    return float(labels.value_counts(normalize=True).iloc[0]) if len(labels) else float("nan")
+
+
 def accuracy_with_interval(correct, seed: int = config.SEED, n_resamples: int = 2000) -> dict:
     """Images, accuracy and its 95 % bootstrap interval from 0/1 outcomes (True where a prediction is right)."""
     correct = np.asarray(correct, dtype=float)

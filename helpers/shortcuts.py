@@ -110,6 +110,5 @@ def probe_scores(probe, features: np.ndarray, labels, seed: int = config.SEED) -
     else:
         auc = roc_auc_score(labels, proba[:, present] / proba[:, present].sum(axis=1, keepdims=True),
                             multi_class="ovr", labels=probe.classes_[present])
-    majority = pd.Series(labels).value_counts(normalize=True).iloc[0] if len(labels) else np.nan
     return {**metrics.accuracy_with_interval(predicted == labels, seed), "auc": float(auc),
-            "majority_class": float(majority)}
+            "majority_class": metrics.largest_class_share(labels)}

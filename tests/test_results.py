@@ -125,6 +125,13 @@ def test_most_frequent_error_ignores_the_diagonal():
     assert results.most_frequent_error(np.eye(3, dtype=int) * 5) == (0, 0, 0)  # no errors: nothing to name
 
 
+def test_largest_class_share_is_the_score_of_always_answering_the_largest_class():
+    labels = ["COVID"] * 6 + ["Normal"] * 3 + ["Viral Pneumonia"]
+    assert metrics.largest_class_share(labels) == pytest.approx(0.6)
+    assert metrics.largest_class_share(pd.Series(["Normal"] * 4)) == 1.0
+    assert np.isnan(metrics.largest_class_share([]))
+
+
 def test_a_photo_like_figure_is_saved_under_the_size_limit_and_a_chart_keeps_full_resolution(tmp_path):
     """figures/ stays light enough for a README or a course page: a grid of photo-like images drops to a lower
     resolution, a plain chart keeps 150 dpi."""
