@@ -135,6 +135,20 @@ def test_classifier_nests_extractor_and_head_and_fine_tuning_keeps_batch_norm_fr
     assert bn.trainable
 
 
+@pytest.mark.parametrize("name, mode, channels", [  # modes as keras.applications.<model>.preprocess_input
+    ("densenet121", "torch", 1024), ("resnet50", "caffe", 2048), ("vgg16", "caffe", 512),
+    ("inceptionv3", "tf", 2048), ("xception", "tf", 2048)])
+def test_every_keras_applications_backbone_builds_at_its_smallest_input(name, mode, channels):
+    """The quick profile trains only SqueezeNet and DenseNet121; the full profile's other backbones are built here:
+    at the smallest input the project allows, with their own preprocessing, pooled to one vector per image."""
+    size = backbones.BACKBONES[name][3]
+    extractor, pretrained = backbones.feature_extractor(name, size, weights=False)
+    assert not pretrained
+    assert extractor.get_layer("preprocess").mode == mode
+    features = extractor(np.zeros((2, size, size, 3), "float32"), training=False)
+    assert features.shape == (2, channels)
+
+
 def test_unknown_head_and_backbone_and_too_small_input_are_clear_errors():
     with pytest.raises(ValueError, match="Unknown head"):
         backbones.head(8, "v9")
