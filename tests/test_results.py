@@ -88,7 +88,9 @@ def test_series_lists_every_run_of_the_profile():
     cpu = results.series_runs(config.current("cpu"))
     assert cpu[:5] == list(experiments.FULL)
     assert {"squeezenet_v0", "squeezenet_ec", "squeezenet_ft", "squeezenet_ft2"} <= set(cpu)
-    assert "xception_ft" in results.series_runs(config.current("quick"))
+    quick = results.series_runs(config.current("quick"))
+    assert {"densenet121_ft", "squeezenet_ft2"} <= set(quick) and "xception_ft" not in quick
+    assert "xception_ft" in results.series_runs(config.current("full"))  # the full profile: every backbone
 
 
 def test_paired_comparison_counts_the_images_only_one_run_gets_right():
