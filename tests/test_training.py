@@ -194,12 +194,13 @@ def test_get_or_train_reuses_a_matching_record(tiny, trained, monkeypatch):
 def test_training_prints_one_compact_line_per_epoch(tiny, capsys):
     """verbose=2 (the notebooks' default) shows one line per epoch, not Keras's header plus progress line."""
     _, index, profile = tiny
+    exp = experiments.experiment("polazaro_baseline", profile)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        training.train(experiments.experiment("polazaro_baseline", profile), profile, _split(index, profile))
+        training.train(exp, profile, _split(index, profile))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("epoch", "Epoch"))]
-    epochs = experiments.experiment("polazaro_baseline", profile).epochs
-    assert len(lines) == epochs and all(line.startswith(f"epoch {k + 1}/{epochs}: loss ") for k, line in enumerate(lines))
+    assert len(lines) == exp.epochs
+    assert all(line.startswith(f"epoch {k + 1}/{exp.epochs}: loss ") for k, line in enumerate(lines))
 
 
 def test_records_or_train_reads_what_exists_and_trains_only_what_is_missing(tiny, trained, monkeypatch, capsys):
