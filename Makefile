@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PROFILE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: run test unit lab bench lock book clean-runs
+.PHONY: run test unit lint lab bench lock book clean-runs
 
 # The exact versions of the committed run (requirements.lock); `make lock` renews them from requirements.txt.
 $(BIN)/activate: requirements.lock pyproject.toml
@@ -29,6 +29,10 @@ test: $(BIN)/activate
 
 unit: $(BIN)/activate
 	$(BIN)/pytest tests
+
+# ruff's default rules plus import sorting (pyproject.toml), over helpers, tests and benchmarks.
+lint: $(BIN)/activate
+	$(BIN)/ruff check .
 
 # Measurements, not tests: the input-pipeline and feature-cache budgets, printed and appended to
 # benchmarks/results.md. `$(BIN)/python benchmarks/budgets.py end-to-end` times make test and make run.

@@ -103,8 +103,8 @@ def pipeline_rates(index, run: str, images: int, epochs: int) -> dict:
         fit()
         return images / (time.perf_counter() - start)
 
-    from_pipeline = lambda: model.fit(pipeline, epochs=1, verbose=0)  # noqa: E731
-    from_memory = lambda: model.fit(memory, epochs=1, verbose=0)  # noqa: E731
+    from_pipeline = lambda: model.fit(pipeline, epochs=1, verbose=0)
+    from_memory = lambda: model.fit(memory, epochs=1, verbose=0)
     timed(from_pipeline), timed(from_memory)
     rates = [(timed(from_pipeline), timed(from_memory)) for _ in range(epochs)]
     tf_rate, memory_rate = (float(np.median(r)) for r in zip(*rates))
@@ -172,9 +172,10 @@ def precision(args) -> None:
                      f"({min(pairs):.2f}-{max(pairs):.2f}) |")
         print(lines[-1], flush=True)
     record("Training speed: mixed bfloat16 against float32",
-           [f"{args.images} training images in memory, batch 32, cpu profile settings; {args.epochs} pairs of epochs "
-            "(float32, then bfloat16) after a warm-up epoch of each; the ratio is the median of the pairs' ratios "
-            f"(range in brackets). CPU flags include avx512_bf16: {'avx512_bf16' in Path('/proc/cpuinfo').read_text()}.",
+           [(f"{args.images} training images in memory, batch 32, cpu profile settings; {args.epochs} pairs of "
+             "epochs (float32, then bfloat16) after a warm-up epoch of each; the ratio is the median of the pairs' "
+             "ratios (range in brackets). CPU flags include avx512_bf16: "
+             f"{'avx512_bf16' in Path('/proc/cpuinfo').read_text()}."),
             "", *lines])
 
 
@@ -197,9 +198,9 @@ def components(args) -> None:
                  f"{cache['cached_epoch_s']:.3f} s; the cache costs {cache['build_cache_s']:.1f} s once) | >= 10x | "
                  f"{yes[cache['speedup'] >= 10]} |")
     record("Budgets: input pipeline and feature cache",
-           [f"Pipeline: {args.epochs} pairs of epochs (tf.data, then in memory) after a warm-up epoch of each; the "
-            "ratio is the median of the pairs' ratios, with their range. Cache: median of the epochs. Batch 32, cpu "
-            "profile settings.", "", *lines])
+           [(f"Pipeline: {args.epochs} pairs of epochs (tf.data, then in memory) after a warm-up epoch of each; "
+             "the ratio is the median of the pairs' ratios, with their range. Cache: median of the epochs. Batch "
+             "32, cpu profile settings."), "", *lines])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def end_to_end(args) -> None:
             log.flush()
             text = log_path.read_text()
             summary = re.findall(r"=+ (.*) in [\d.]+s", text)
-            cells = sum(float(s) for s in re.findall(r"^([\d.]+)s \w+ +notebooks/", text, flags=re.M)) / 60
+            cells = sum(float(s) for s in re.findall(r"^([\d.]+)s \w+ +notebooks/", text, flags=re.MULTILINE)) / 60
             rows.append(("`make test` from a fresh clone (environment creation included)", minutes, peak, status,
                          f"{summary[-1] if summary else ''}; notebooks through nbval: {cells:.1f} min"))
         notebooks = sorted((target / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -246,8 +247,8 @@ def end_to_end(args) -> None:
                      run_peak, status, ""))
     lines = ["| command | wall time (min) | peak memory (GB) | exit | notes |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {m:.1f} | {p:.1f} | {s} | {note} |" for name, m, p, s, note in rows]
-    lines += ["", "Budgets: `make test` < 20 min; `make run` < 60 min with peak memory < 6 GB. Peak memory is the "
-              "largest single process (a notebook's kernel), from `wait4`.", f"Clone and log: `{target.parent}`."]
+    lines += ["", ("Budgets: `make test` < 20 min; `make run` < 60 min with peak memory < 6 GB. Peak memory is the "
+                   "largest single process (a notebook's kernel), from `wait4`."), f"Clone and log: `{target.parent}`."]
     record("Budgets: end to end", lines)
 
 

@@ -13,6 +13,8 @@ import keras
 from keras import layers
 
 from . import config, models
+from .models import all_layers
+
 
 @keras.saving.register_keras_serializable(package="cxr")
 class BackbonePreprocess(layers.Layer):
@@ -97,9 +99,7 @@ def load_squeezenet_weights(model: keras.Model, path) -> int:
             group_name = layer.name.replace("_squeeze", "/squeeze").replace("_expand", "/expand")
             if group_name not in handle:
                 raise ValueError(f"{path}: no weights for layer {layer.name!r} (group {group_name!r}).")
-            arrays = []
-            handle[group_name].visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset)
-                                          else None)
+            arrays = _datasets(handle[group_name])
             kernel = next(a for a in arrays if a.ndim == 4)
             bias = next(a for a in arrays if a.ndim == 1)
             expected = [tuple(w.shape) for w in layer.get_weights()]
@@ -108,6 +108,15 @@ def load_squeezenet_weights(model: keras.Model, path) -> int:
                                  f"{[kernel.shape, bias.shape]}.")
             layer.set_weights([kernel, bias])
     return len(convs)
+
+
+def _datasets(group) -> list:
+    """The arrays of every HDF5 dataset below ``group``, in the file's order."""
+    import h5py
+
+    arrays = []
+    group.visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+    return arrays
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -128,7 +137,7 @@ BACKBONES = {
 
 def local_weights(filename: str):
     """A weight file in ``CXR_WEIGHTS_DIR`` or ``data/weights/`` under its Keras name, else None."""
-    folders = [os.environ.get("CXR_WEIGHTS_DIR"), config.DATA_DIR / "weights"]
+    folders = [os.environ.get("CXR_WEIGHTS_DIR"), config.data_dir() / "weights"]
     for folder in folders:
         if folder and (Path(folder) / filename).is_file():
             return Path(folder) / filename
@@ -137,7 +146,7 @@ def local_weights(filename: str):
 
 def _missing_weights_message(name: str, filename: str, error: Exception) -> str:
     return (f"ImageNet weights for {name} are not available: {filename} is neither in CXR_WEIGHTS_DIR "
-            f"nor in {config.DATA_DIR / 'weights'}, and the download failed ({type(error).__name__}: {error}). "
+            f"nor in {config.data_dir() / 'weights'}, and the download failed ({type(error).__name__}: {error}). "
             f"Put the file in one of those folders (Keras's own name for it), or run where downloads work.")
 
 
@@ -184,7 +193,7 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
 
 def _download_squeezenet():
     return keras.utils.get_file(SQUEEZENET_FILE, SQUEEZENET_URL, file_hash=SQUEEZENET_MD5, hash_algorithm="md5",
-                                cache_dir=str(config.DATA_DIR), cache_subdir="weights")
+                                cache_dir=str(config.data_dir()), cache_subdir="weights")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,11 +254,3 @@ def unfreeze_for_fine_tuning(extractor: keras.Model, pretrained: bool = True) ->
     for layer in all_layers(extractor):
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = not pretrained
-
-
-def all_layers(model):
-    """Every layer of ``model`` depth first, nested models included (each followed by its own layers)."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from all_layers(layer)

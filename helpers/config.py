@@ -13,10 +13,14 @@ from pathlib import Path
 import keras
 
 ROOT = Path(__file__).resolve().parents[1]
-# Caches, splits and run records; CXR_WORK_DIR moves them (another disk, or a test's own folder).
-DATA_DIR = Path(os.environ.get("CXR_WORK_DIR") or ROOT / "data").expanduser()
 FIGURES_DIR = ROOT / "figures"
 SEED = 42
+
+
+def data_dir() -> Path:
+    """Where caches, splits, downloads and run records go: ``data/``, or ``CXR_WORK_DIR`` (another disk, or a
+    test's own folder). Read when called, so a variable set after ``import helpers`` still counts."""
+    return Path(os.environ.get("CXR_WORK_DIR") or ROOT / "data").expanduser()
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,8 @@ class Profile:
     """How much compute a profile spends and where it writes; what differs between profiles lives here.
 
     The runs themselves (model, input size, epochs, ...) are ``experiments.experiment(name, profile)``: it
-    applies ``run_settings`` (per run name, else per scheme) and the quick profile's caps to the published runs,
-    and ``experiments.settings_table`` prints what each run of a notebook really uses.
+    applies ``scheme_settings``, then ``run_settings`` (a run's own entry wins field by field) and the quick
+    profile's caps to the published runs, and ``experiments.settings_table`` prints what each run really uses.
     """
 
     name: str
@@ -36,17 +40,20 @@ class Profile:
     progression_backbone: str = "squeezenet"      # the backbone of the thesis's V0-V3 progression
     allow_random_weights: bool = False  # a backbone without ImageNet weights: error (False) or random init
     figures_subdir: str | None = ""     # "" -> the committed figures/; "x" -> figures/x; None -> the runs folder
-    run_settings: Mapping[str, Mapping] = field(default_factory=dict)  # run name or scheme -> changed fields
+    scheme_settings: Mapping[str, Mapping] = field(default_factory=dict)  # scheme (ft, ft2, ...) -> changed fields
+    run_settings: Mapping[str, Mapping] = field(default_factory=dict)     # run name -> changed fields (win)
     image_sizes: Mapping[str, int] = field(default_factory=dict)  # family (scratch, EC, FT) -> input size
     max_epochs: int | None = None        # cap on every stage's epochs (quick)
     max_views: int | None = None         # cap on cached augmented views per image (quick)
     batch_size: int | None = None        # one batch size for every run (quick)
     early_stopping: bool = True          # False: runs go their full (capped) length
+    # how long a missing run takes, when no committed timing of this profile says it (``training.expected_minutes``)
+    run_time_hint: str = "time unknown (no committed timing for these runs)"
 
     @property
     def runs_dir(self) -> Path:
         """Run records of this profile: ``data/runs/<profile>/``."""
-        return DATA_DIR / "runs" / self.name
+        return data_dir() / "runs" / self.name
 
     @property
     def figures_dir(self) -> Path:
@@ -57,11 +64,8 @@ class Profile:
 
     @property
     def splits_dir(self) -> Path:
-        return DATA_DIR / "splits"
-
-    @property
-    def cache_dir(self) -> Path:
-        return DATA_DIR / "cache"
+        """Saved splits (``data.load_split``): shared by every profile, named by protocol, cap and seed."""
+        return data_dir() / "splits"
 
     def summary(self) -> str:
         """One line: the profile, its data cap and seed, the Keras stack and where figures go. The settings of
@@ -83,7 +87,7 @@ def short_path(path: Path) -> str:
         pass
     if os.environ.get("CXR_WORK_DIR"):
         try:
-            return f"$CXR_WORK_DIR/{path.relative_to(DATA_DIR)}"
+            return f"$CXR_WORK_DIR/{path.relative_to(data_dir())}"
         except ValueError:
             pass
     return str(path)
@@ -99,8 +103,17 @@ def bfloat16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-# Mixed bfloat16 where the CPU supports it, else float32 (the cpu profile's image-training runs).
-FAST_PRECISION = "mixed_bfloat16" if bfloat16_supported() else "float32"
+# A run setting that means: mixed bfloat16 where this CPU computes it natively, else float32. It is resolved
+# when a run's settings are made (``resolve_precision``), so importing the helpers reads no CPU flags.
+FAST_PRECISION = "fast"
+
+
+def resolve_precision(precision: str) -> str:
+    """The Keras dtype policy a run uses: ``precision`` itself, or for ``FAST_PRECISION`` mixed bfloat16 where
+    the CPU supports it (``bfloat16_supported``) and float32 elsewhere."""
+    if precision != FAST_PRECISION:
+        return precision
+    return "mixed_bfloat16" if bfloat16_supported() else "float32"
 
 ALL_BACKBONES = ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet")
 PROFILES = {
@@ -115,7 +128,8 @@ PROFILES = {
         # the cpu profile's bfloat16 code path, on SqueezeNet only (the other backbones' quick runs were slower in it)
         run_settings={name: {"precision": FAST_PRECISION}
                       for name in ("squeezenet_ft2", "squeezenet_ft2_long", "squeezenet_ft2_all")},
-        max_epochs=1, max_views=1, batch_size=16, early_stopping=False),
+        max_epochs=1, max_views=1, batch_size=16, early_stopping=False,
+        run_time_hint="a few seconds to a minute per run in the quick profile"),
     "cpu": Profile(
         "cpu", "default: a 2-core laptop in about an hour",
         # what a 2-core laptop affords (training speeds measured in notebook 02): smaller inputs, fewer epochs
@@ -127,20 +141,21 @@ PROFILES = {
             # 64 px (a multiple of 32: Red David pools five times); 96 px cost 16 of make run's minutes
             "red_david": {"image_size": 64, "epochs": 10},
             "red_alberto": {"image_size": 64, "epochs": 8},  # at most the 8 epochs the thesis's early stopping ran
-            # Mixed bfloat16 where the CPU has it and it was measured faster and no worse (benchmarks/results.md):
-            # the two-stage fine-tuning and the polazaro nets; not the thesis's scratch nets (no faster), not
-            # frozen-feature runs, and not the thesis's one-stage SGD fine-tuning, which diverged in bfloat16.
-            # fine-tuning at 224 px is costly; the one-stage recipe collapses in its first epoch (best: epoch 1 of 8)
-            "ft": {"epochs": 3}, "ft2": {"epochs": 8, "precision": FAST_PRECISION},
             # twice the ft2 runs' second stage, as in the full profile
-            "squeezenet_ft2_long": {"epochs": 16, "precision": FAST_PRECISION},
+            "squeezenet_ft2_long": {"epochs": 16},
             # every image: 3.3x the training images per epoch, so half the epochs (1.6x the thesis run's steps)
             # and one augmented view for its head stage (extracting five took 3 of make run's minutes)
-            "squeezenet_ft2_all": {"epochs": 4, "views": 1, "precision": FAST_PRECISION},
-        }),
+            "squeezenet_ft2_all": {"epochs": 4, "views": 1},
+        },
+        # Mixed bfloat16 where the CPU has it and it was measured faster and no worse (benchmarks/results.md):
+        # the two-stage fine-tuning and the polazaro nets; not the thesis's scratch nets (no faster), not
+        # frozen-feature runs, and not the thesis's one-stage SGD fine-tuning, which diverged in bfloat16.
+        # Fine-tuning at 224 px is costly; the one-stage recipe collapses in its first epoch (best: epoch 1 of 8).
+        scheme_settings={"ft": {"epochs": 3}, "ft2": {"epochs": 8, "precision": FAST_PRECISION}}),
     "full": Profile(
         "full", "the thesis as written: published epochs and 224 px, needs a GPU and ImageNet weights",
-        backbones=ALL_BACKBONES, progression_backbone="densenet121", figures_subdir="full"),
+        backbones=ALL_BACKBONES, progression_backbone="densenet121", figures_subdir="full",
+        run_time_hint="hours without a GPU in the full profile"),
 }
 DEFAULT_PROFILE = "cpu"
 

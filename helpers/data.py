@@ -9,6 +9,7 @@ The flow every notebook uses::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -59,31 +60,59 @@ def _class_of(folder: Path) -> str | None:
     return FOLDER_ALIASES.get(folder.name.strip().lower())
 
 
-def _dataset_root_in(path: Path, depth: int = 3) -> Path | None:
-    """The folder at or below ``path`` whose children are class folders (searched breadth-first)."""
-    frontier = [path]
+def _subfolders(folder: Path, unreadable: list[Path]) -> list[Path]:
+    """The visible sub-folders of ``folder``, sorted; a folder that cannot be listed is noted in ``unreadable``."""
+    try:
+        return sorted(child for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
+    except OSError:  # PermissionError, a vanished network mount, ...
+        unreadable.append(folder)
+        return []
+
+
+def _dataset_root_in(path: Path, depth: int = 3, unreadable: list[Path] | None = None,
+                     max_folders: int = 5000) -> Path | None:
+    """The folder at or below ``path`` whose children are class folders (searched breadth-first, at most
+    ``max_folders`` folders, so pointing at a home folder stops soon); folders it could not list go to
+    ``unreadable``."""
+    unreadable = [] if unreadable is None else unreadable
+    frontier, seen = [path], 0
     for _ in range(depth + 1):
+        children = {folder: _subfolders(folder, unreadable) for folder in frontier}
         for folder in frontier:
-            classes = {_class_of(child) for child in folder.iterdir() if child.is_dir()} - {None}
-            if classes & set(CLASSES):
+            if {_class_of(child) for child in children[folder]} & set(CLASSES):
                 return folder
-        frontier = sorted(child for folder in frontier for child in folder.iterdir()
-                          if child.is_dir() and not child.name.startswith("."))
+        frontier = [child for folder in frontier for child in children[folder]]
+        seen += len(frontier)
+        if seen > max_folders:
+            return None
     return None
 
 
 def _check_root(path: Path, origin: str) -> Path:
+    """The dataset root at or below ``path``, or an error that says what is wrong with ``path`` (named by
+    ``origin``: the argument, CXR_DATA_DIR, --data) and what was found there instead."""
     if not path.exists():
         raise DatasetNotFoundError(f"{origin} points to {path}, which does not exist.")
     if not path.is_dir():
         raise DatasetNotFoundError(f"{origin} points to {path}, which is a file, not the dataset folder.")
-    root = _dataset_root_in(path)
+    unreadable: list[Path] = []
+    root = _dataset_root_in(path, unreadable=unreadable)
     if root is None:
+        found = [child.name for child in _subfolders(path, [])]
+        seen = f" Its folders: {', '.join(found[:12])}{' ...' if len(found) > 12 else ''}." if found else ""
+        denied = (f" Could not look inside (permission denied or unreadable): "
+                  f"{', '.join(str(f) for f in unreadable[:5])}." if unreadable else "")
         raise DatasetNotFoundError(
-            f"{origin} points to {path}, but no class folder ({', '.join(CLASSES)}, or the first releases' "
-            "COVID-19 / NORMAL) was found in it or in the three levels below. Is this the COVID-19 "
-            "Radiography Database folder?")
+            f"{origin} points to {path}, but no class folder was found in it or in the three levels below "
+            f"(known names: {', '.join(sorted(FOLDER_ALIASES))}; case does not matter).{seen}{denied} "
+            "Is this the COVID-19 Radiography Database folder? Rename a class folder to one of the known names "
+            "if it is.")
     return root
+
+
+def dataset_root(path: str | os.PathLike, origin: str = "The path given") -> Path:
+    """The dataset root at or below ``path``; a clear error naming ``origin`` (e.g. ``--data``) when none is."""
+    return _check_root(Path(path).expanduser(), origin)
 
 
 def download_dataset(target: Path | None = None, version: int = KAGGLE_VERSION) -> Path:
@@ -94,7 +123,7 @@ def download_dataset(target: Path | None = None, version: int = KAGGLE_VERSION) 
     """
     import kagglehub
 
-    target = Path(target or config.DATA_DIR / "kaggle")
+    target = Path(target or config.data_dir() / "kaggle")
     target.mkdir(parents=True, exist_ok=True)
     handle = f"{KAGGLE_HANDLE}/versions/{version}"
     return Path(kagglehub.dataset_download(handle, output_dir=str(target)))
@@ -107,10 +136,14 @@ def find_dataset(path: str | os.PathLike | None = None, *, download: bool = True
     given does the search go on to ``data/`` and then to a kagglehub download of the pinned version.
     """
     if path is not None:
-        return _check_root(Path(path).expanduser(), "The path given")
-    if os.environ.get("CXR_DATA_DIR"):
-        return _check_root(Path(os.environ["CXR_DATA_DIR"]).expanduser(), "CXR_DATA_DIR")
-    for candidate in [config.DATA_DIR / name for name in ROOT_NAMES] + [config.DATA_DIR / "kaggle"]:
+        return dataset_root(path)
+    if "CXR_DATA_DIR" in os.environ:
+        if not os.environ["CXR_DATA_DIR"].strip():  # set but empty: a mistake, never a reason to download
+            raise DatasetNotFoundError(
+                "CXR_DATA_DIR is set but empty. Set it to the dataset folder (export CXR_DATA_DIR=/path/to/"
+                "COVID-19_Radiography_Dataset), or unset it to look in data/ and then download the release.")
+        return dataset_root(os.environ["CXR_DATA_DIR"], "CXR_DATA_DIR")
+    for candidate in [config.data_dir() / name for name in ROOT_NAMES] + [config.data_dir() / "kaggle"]:
         if candidate.is_dir() and (root := _dataset_root_in(candidate)) is not None:
             return root
     reason = "download=False"
@@ -119,13 +152,13 @@ def find_dataset(path: str | os.PathLike | None = None, *, download: bool = True
             return _check_root(download_dataset(), "The Kaggle download")
         except DatasetNotFoundError:
             raise
-        except Exception as error:  # no network, no credentials, Kaggle down: all end in the same advice
+        except Exception as error:  # noqa: BLE001 (no network, no credentials, Kaggle down: one advice for all)
             reason = f"the Kaggle download failed ({type(error).__name__}: {error})"
     raise DatasetNotFoundError(
         "The COVID-19 Radiography Database was not found, and " + reason + ".\n"
         "Get it one of these ways:\n"
         f"  1. set CXR_DATA_DIR to a folder holding it (e.g. export CXR_DATA_DIR=/path/to/COVID-19_Radiography_Dataset);\n"
-        f"  2. unpack the Kaggle archive into {config.DATA_DIR / ROOT_NAMES[0]};\n"
+        f"  2. unpack the Kaggle archive into {config.data_dir() / ROOT_NAMES[0]};\n"
         f"  3. let kagglehub download it: https://www.kaggle.com/datasets/{KAGGLE_HANDLE} (version {KAGGLE_VERSION}).")
 
 
@@ -142,8 +175,13 @@ def image_id(name: str) -> int | None:
 def _image_files(class_dir: Path, problems: list) -> list[Path]:
     """Image files of one class folder: ``<class>/images/`` if it exists, else the folder itself; never masks."""
     source = class_dir / "images" if (class_dir / "images").is_dir() else class_dir
+    try:
+        items = sorted(source.iterdir())
+    except OSError as error:
+        raise DatasetNotFoundError(f"The class folder {source} cannot be read ({type(error).__name__}: "
+                                   f"{error.strerror or error}).") from error
     files = []
-    for item in sorted(source.iterdir()):
+    for item in items:
         if item.is_dir() or item.name.lower() in IGNORED_NAMES or item.name.startswith("."):
             continue  # masks/ and other sub-folders are not part of the classification data
         if item.suffix.lower() in IMAGE_SUFFIXES:
@@ -153,16 +191,73 @@ def _image_files(class_dir: Path, problems: list) -> list[Path]:
     return files
 
 
+class UndecodableImageError(ValueError):
+    """An image file that the pipeline's decoder cannot read; the message names the file(s)."""
+
+
 def _describe(path: Path) -> dict:
-    """sha256, size and mode of one image; raises ValueError naming the file when it cannot be decoded."""
+    """sha256, size and mode of one image; raises ValueError naming the file when it cannot be decoded.
+
+    Pillow reports size and mode; TensorFlow's decoder, the one training uses (``_decode``), must read it too:
+    a TIFF named ``.png`` or an RLE-compressed BMP opens in Pillow but not there (TF 2.21 reads WebP).
+    """
     raw = path.read_bytes()
     try:
         with Image.open(path) as image:
             image.load()  # decodes every pixel: catches truncated files that verify() lets through
-            width, height, mode = image.width, image.height, image.mode
+            width, height, mode, kind = image.width, image.height, image.mode, image.format
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: cannot be read as an image ({error})") from error
+    problem = _tf_decode_problem(raw)
+    if problem:
+        raise ValueError(f"{path}: a {kind} image that TensorFlow's decoder, which training uses, cannot read "
+                         f"({problem}). Convert it to PNG.")
     return {"sha256": hashlib.sha256(raw).hexdigest(), "width": width, "height": height, "mode": mode}
+
+
+def _tf_decode_problem(raw: bytes) -> str | None:
+    """None when ``tf.io.decode_image`` reads these bytes as ``_decode`` does, else its error message."""
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(raw, channels=3, dtype=tf.uint8, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+        message = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", error.message).strip()  # TF's op names: noise here
+        return (message.splitlines() or ["unreadable"])[0]
+    return None
+
+
+def undecodable(paths) -> list[tuple[str, str]]:
+    """The files among ``paths`` that the pipeline's decoder cannot read (missing ones too), with the reason:
+    what names the culprit when a training or prediction pass stops on a decode error."""
+    bad = []
+    for path in paths:
+        try:
+            problem = _tf_decode_problem(Path(path).read_bytes())
+        except OSError as error:
+            problem = f"{type(error).__name__}: {error.strerror or error}"
+        if problem:
+            bad.append((str(path), problem))
+    return bad
+
+
+@contextlib.contextmanager
+def naming_undecodable(frame: pd.DataFrame):
+    """Around a pass over ``frame``'s images (fit, predict, feature extraction): a TensorFlow error raised by the
+    pipeline becomes an ``UndecodableImageError`` naming the files that cannot be read, when there are any (a
+    file changed or replaced after the index was made); any other error passes through unchanged."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError) as error:
+        bad = undecodable(frame["path"].unique())
+        if not bad:
+            raise
+        listed = "\n".join(f"  {path}: {why}" for path, why in bad[:20])
+        raise UndecodableImageError(
+            f"{len(bad)} image(s) could not be decoded (changed since the dataset was indexed?):\n{listed}\n"
+            "Replace or remove them; the index reads them again when their size or time changes.") from error
 
 
 def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = True,
@@ -183,16 +278,22 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
 
     problems: list[tuple[str, str]] = []
     files: list[tuple[str, Path]] = []
+    unknown_folders = [child.name for child in sorted(root.iterdir()) if child.is_dir()
+                       and not child.name.startswith(".") and _class_of(child) is None]
     for label in include:
         if label not in folders:
-            warnings.warn(f"No folder for class {label!r} in {root}.", stacklevel=2)
+            others = (f" Folders not recognised as a class: {', '.join(unknown_folders)} (known names: "
+                      f"{', '.join(sorted(FOLDER_ALIASES))}; rename one if it holds {label})."
+                      if unknown_folders else "")
+            warnings.warn(f"No folder for class {label!r} in {root}.{others}", stacklevel=2)
             continue
         found = [f for folder in folders[label] for f in _image_files(folder, problems)]
         if not found:
             warnings.warn(f"The class folder(s) {[str(f) for f in folders[label]]} hold no images.", stacklevel=2)
         files += [(label, f) for f in found]
 
-    cache_file = config.DATA_DIR / "cache" / f"index-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}.csv"
+    # v2: images checked with TensorFlow's decoder too (older caches were checked with Pillow only)
+    cache_file = config.data_dir() / "cache" / f"index-v2-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}.csv"
     known = {}
     if cache and cache_file.exists():
         old = pd.read_csv(cache_file, dtype={"sha256": str, "mode": str})
@@ -241,23 +342,32 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
 
 PROTOCOLS = {
     # first N images of each class by id; random (unstratified) 80/20, then 10 % of train for validation
+    # ("val_of": "rest": validation is a share of what is left after test; "all": a share of the whole)
     "thesis": {"per_class": {"COVID": 1200, "Normal": 1200, "Viral Pneumonia": 1200},
-               "test": 0.20, "val": 0.10, "stratify": False},
+               "test": 0.20, "val": 0.10, "val_of": "rest", "stratify": False},
     # the first release's counts (first ids); stratified 70/15/15; COVID training images augmented
     "polazaro": {"per_class": {"COVID": 219, "Normal": 1341, "Viral Pneumonia": None},
-                 "test": 0.15, "val": 0.15, "stratify": True},
+                 "test": 0.15, "val": 0.15, "val_of": "all", "stratify": True},
     # everything found; stratified 70/15/15; under a cap (quick profile) a seeded random sample of each class,
     # so every collection stays in it (the first ids of Normal are one paediatric collection)
     "all": {"per_class": {"COVID": None, "Normal": None, "Viral Pneumonia": None},
-            "test": 0.15, "val": 0.15, "stratify": True, "capped": "random"},
+            "test": 0.15, "val": 0.15, "val_of": "all", "stratify": True, "capped": "random"},
 }
 
 
-def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | None = None) -> pd.DataFrame:
+def sample_per_class(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A seeded random sample of at most ``n`` rows of each class (``label``) of ``frame``, in its row order:
+    the one way the series draws a capped subset (the capped ``all`` protocol, left-out images)."""
+    parts = [rows.sample(min(n, len(rows)), random_state=seed) for _, rows in frame.groupby("label", sort=False)]
+    return pd.concat(parts).sort_index() if parts else frame
+
+
+def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | None = None,
+                    seed: int = config.SEED) -> pd.DataFrame:
     """The protocol's images: the first ids of each class, as many as it asks for (and at most ``max_per_class``).
 
-    A protocol that takes every image (``all``) is cut to ``max_per_class`` by a seeded random sample instead,
-    kept in id order, so a capped run still sees every collection of a class."""
+    A protocol that takes every image (``all``) is cut to ``max_per_class`` by a random sample seeded with
+    ``seed`` instead (``sample_per_class``), kept in id order, so a capped run still sees every collection."""
     spec = _protocol(protocol)
     parts = []
     for label, wanted in spec["per_class"].items():
@@ -269,7 +379,7 @@ def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | Non
             warnings.warn(f"Protocol {protocol!r} asks for {limit} {label} images; only {len(rows)} found.",
                           stacklevel=2)
         if limit is not None and wanted is None and spec.get("capped") == "random" and len(rows) > limit:
-            rows = rows.sample(limit, random_state=config.SEED).sort_index()
+            rows = sample_per_class(rows, limit, seed)
         parts.append(rows.head(limit) if limit is not None else rows)
     return pd.concat(parts, ignore_index=True)
 
@@ -283,8 +393,7 @@ def left_out(index: pd.DataFrame, protocol: str, max_per_class: int | None = Non
     rest = index[~index["relpath"].isin(used["relpath"]) & ~index["sha256"].isin(used["sha256"])]
     rest = rest[rest["label"].isin(CLASSES)]
     if max_per_class is not None:
-        rest = pd.concat([rows.sample(min(len(rows), max_per_class), random_state=seed)
-                          for _, rows in rest.groupby("label")] or [rest])
+        rest = sample_per_class(rest, max_per_class, seed)
     return rest.sort_values(["class_id", "image_id", "relpath"]).reset_index(drop=True)
 
 
@@ -304,11 +413,21 @@ def split_images(images: pd.DataFrame, protocol: str, seed: int = config.SEED) -
     """
     spec = _protocol(protocol)
     groups = images.groupby("sha256", sort=True)["label"].agg(lambda s: s.mode().iloc[0]).reset_index()
-    stratify = groups["label"] if spec["stratify"] else None
-    rest, test = train_test_split(groups, test_size=spec["test"], random_state=seed, stratify=stratify)
-    val_share = spec["val"] if protocol == "thesis" else spec["val"] / (1 - spec["test"])
-    stratify = rest["label"] if spec["stratify"] else None
-    train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=stratify)
+    val_share = spec["val"] if spec["val_of"] == "rest" else spec["val"] / (1 - spec["test"])
+    counts = groups["label"].value_counts()
+    try:
+        if spec["stratify"] and counts.min() < 3:  # scikit-learn would leave a side without the class, or fail
+            raise ValueError(f"{counts.idxmin()} has {counts.min()} distinct image(s), fewer than one per side")
+        stratify = groups["label"] if spec["stratify"] else None
+        rest, test = train_test_split(groups, test_size=spec["test"], random_state=seed, stratify=stratify)
+        stratify = rest["label"] if spec["stratify"] else None
+        train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=stratify)
+    except ValueError as error:  # also scikit-learn's words for too few images of a class to stratify
+        raise ValueError(
+            f"Protocol {protocol!r} cannot split these images: distinct images per class "
+            f"{counts.reindex(CLASSES).fillna(0).astype(int).to_dict()} are too few for a "
+            f"{'stratified ' if spec['stratify'] else ''}split into train, validation and test. Every class "
+            f"needs images on each side; add images or use another protocol. ({error})") from error
     side = {**dict.fromkeys(train["sha256"], "train"), **dict.fromkeys(val["sha256"], "val"),
             **dict.fromkeys(test["sha256"], "test")}
     return _in_split_order(images.assign(split=images["sha256"].map(side)))
@@ -332,7 +451,7 @@ def load_split(index: pd.DataFrame, protocol: str, profile: config.Profile, *, d
     protocol's definition (shares, stratification), so a different dataset copy or a changed protocol never
     reuses another's split, while every notebook and rerun on the same data sees the identical test set.
     """
-    images = select_protocol(index, protocol, profile.max_per_class)
+    images = select_protocol(index, protocol, profile.max_per_class, profile.seed)
     definition = json.dumps(_protocol(protocol), sort_keys=True)
     fingerprint = hashlib.sha256((definition + "".join(sorted(images["sha256"] + images["label"]))).encode()
                                  ).hexdigest()[:10]

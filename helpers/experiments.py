@@ -157,11 +157,13 @@ def transfer_runs(profile: config.Profile, scheme: str | None = None) -> list[st
 
 def experiment(name: str, profile: config.Profile) -> Experiment:
     """The run called ``name`` with the settings of ``profile``: the published run, changed by the profile's
-    ``run_settings`` (for this run, else for its scheme), input sizes, caps and batch size."""
+    settings for its scheme, then for this run (field by field, the run's own win), input sizes, caps and batch
+    size. A precision of ``config.FAST_PRECISION`` becomes the one this machine computes fastest."""
     if name not in PUBLISHED:
         raise ValueError(f"Unknown run {name!r}; known: {', '.join(PUBLISHED)}.")
     exp = PUBLISHED[name]
-    changes = dict(profile.run_settings.get(name) or profile.run_settings.get(exp.scheme) or {})
+    changes = {**profile.scheme_settings.get(exp.scheme, {}), **profile.run_settings.get(name, {})}
+    changes["precision"] = config.resolve_precision(changes.get("precision", exp.precision))
     if exp.family in profile.image_sizes:
         changes["image_size"] = profile.image_sizes[exp.family]
     if profile.max_epochs is not None:

@@ -12,7 +12,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from . import backbones
+from . import models
+from .masks import central_mask, masking
+
+# The masks of the shortcut checks live in ``masks``; the notebooks reach them here, beside Grad-CAM.
+__all__ = ["activations", "central_mask", "centre_share", "centre_shares", "class_score_layer", "feature_layers",
+           "gradcam", "last_conv_layer", "layer_probe", "masking", "resize_maps"]
 
 SKIPPED_FOR_CAM = (layers.InputLayer, layers.MaxPooling2D, layers.AveragePooling2D, layers.Dropout,
                    layers.SpatialDropout2D)
@@ -20,7 +25,7 @@ SKIPPED_FOR_CAM = (layers.InputLayer, layers.MaxPooling2D, layers.AveragePooling
 
 def _walk(model: keras.Model):
     """Every layer of ``model``, depth first, nested models' layers in place of the nested model."""
-    return (layer for layer in backbones.all_layers(model) if not isinstance(layer, keras.Model))
+    return (layer for layer in models.all_layers(model) if not isinstance(layer, keras.Model))
 
 
 def feature_layers(model: keras.Model) -> list[str]:
@@ -161,15 +166,6 @@ def activations(model: keras.Model, image, names: list[str]) -> dict[str, np.nda
     return {name: keras.ops.convert_to_numpy(out)[0].astype(np.float32) for name, out in zip(names, outputs)}
 
 
-def central_mask(size: int, fraction: float = 0.6) -> np.ndarray:
-    """A (size, size) boolean mask of the central square covering ``fraction`` of the height and width: most of
-    the lung fields in these frontal X-rays; its complement is the border (notebooks 01 and 06)."""
-    low, high = int(size * (1 - fraction) / 2), int(size * (1 + fraction) / 2)
-    mask = np.zeros((size, size), dtype=bool)
-    mask[low:high, low:high] = True
-    return mask
-
-
 def centre_share(maps, fraction: float = 0.6) -> np.ndarray:
     """Per map, the share of its total heatmap mass that falls in the central square (NaN for an empty map).
 
@@ -194,13 +190,3 @@ def centre_shares(model: keras.Model, frame, image_size: int, batch_size: int = 
         predicted.append(proba.argmax(axis=1))
     return pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "true": frame["class_id"].to_numpy(),
                          "predicted": np.concatenate(predicted), "centre_share": np.concatenate(shares)})
-
-
-def masking(image_size: int, keep: str, fraction: float = 0.6):
-    """A batch function for ``data.make_dataset(preprocess=...)`` that blacks out part of every image:
-    ``keep="border"`` hides the central square (the lungs), ``keep="centre"`` hides everything around it."""
-    if keep not in ("border", "centre"):
-        raise ValueError(f"keep must be 'border' or 'centre', got {keep!r}.")
-    mask = central_mask(image_size, fraction)
-    kept = (mask if keep == "centre" else ~mask).astype(np.float32)[None, :, :, None]
-    return lambda images: images * kept

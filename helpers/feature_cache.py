@@ -17,29 +17,32 @@ from tqdm import tqdm
 
 from . import config, data, records
 from .files import atomic_write
+from .masks import masking
 
 
-def cache_path(backbone: str, image_size: int, pretrained: bool, frame: pd.DataFrame, view: int,
-               augment: str | None = None, seed: int = config.SEED, precision: str = "float32",
+def cache_path(extractor, frame: pd.DataFrame, view: int, augment: str | None = None, seed: int = config.SEED,
                keep: str | None = None):
-    """``data/cache/features/<backbone>-<size>-<weights>-<images>-<view>.npz``; an augmented view's name
-    carries a fingerprint of its augmentation layers' configuration (kind, factors and per-layer seeds); a base
-    computing in another precision than float32 names it, and so does a masked view (``keep``: border or centre)."""
+    """``data/cache/features/<extractor>-<size>-<architecture>-<weights>-<images>-<view>.npz``.
+
+    The name carries fingerprints of everything that produced the features: the extractor's architecture
+    (``records.architecture``: layers, their settings and dtype policy, the input size) and its weights
+    (``records.weights_digest``), so an edited base or other weights compute anew; the images; for an augmented
+    view its augmentation layers' configuration (kind, factors, per-layer seeds); and a masked view (``keep``).
+    """
     images = hashlib.sha256("\n".join(frame["sha256"] + frame["relpath"]).encode()).hexdigest()[:12]
-    weights = ("imagenet" if pretrained else "random") + ("" if precision == "float32" else f"-{precision}")
+    model = f"{extractor.name}-{extractor.input_shape[1]}-{records.architecture(extractor)[:10]}-" \
+            f"{records.weights_digest(extractor)[:10]}"
     layers = data.project_augmentation(augment, seed + view) if view else None
     view_key = "view0" if not view else f"view{view}-{augment}-{records.architecture(layers)[:10]}"
     view_key += f"-{keep}-only" if keep else ""
-    return config.DATA_DIR / "cache" / "features" / f"{backbone}-{image_size}-{weights}-{images}-{view_key}.npz"
+    return config.data_dir() / "cache" / "features" / f"{model}-{images}-{view_key}.npz"
 
 
 def extract(extractor, frame: pd.DataFrame, image_size: int, *, augment=None, seed: int = config.SEED,
             batch_size: int = 64, desc: str = "features", keep: str | None = None,
             progress: bool = True) -> np.ndarray:
     """Run ``extractor`` over the images of ``frame`` in order (optionally through ``augment``, and with only the
-    border or the centre of each image kept: ``explain.masking``)."""
-    from .explain import masking
-
+    border or the centre of each image kept: ``masks.masking``)."""
     ds = data.make_dataset(frame, image_size, batch_size, training=augment is not None, shuffle=False,
                            augment=augment, seed=seed, cache=False,
                            preprocess=masking(image_size, keep) if keep else None)
@@ -49,10 +52,10 @@ def extract(extractor, frame: pd.DataFrame, image_size: int, *, augment=None, se
     return np.concatenate(chunks).astype(np.float32)  # bfloat16 features too: the head trains in float32 input
 
 
-def cached_features(extractor, backbone: str, image_size: int, pretrained: bool, frame: pd.DataFrame, *,
-                    view: int = 0, augment: str | None = None, seed: int = config.SEED,
-                    precision: str = "float32", keep: str | None = None, progress: bool = True) -> np.ndarray:
-    """The features of ``frame``'s images for one view, read from the cache or computed and saved.
+def cached_features(extractor, frame: pd.DataFrame, *, view: int = 0, augment: str | None = None,
+                    seed: int = config.SEED, keep: str | None = None, progress: bool = True) -> np.ndarray:
+    """The features ``extractor`` computes for ``frame``'s images in one view, read from the cache or computed
+    and saved (``cache_path`` says what the file is keyed on).
 
     View 0 is unaugmented; view k >= 1 passes every image through the project augmentation ``augment``
     (``data.project_augmentation``) seeded with ``seed + k``, so views differ from each other and the same
@@ -61,7 +64,7 @@ def cached_features(extractor, backbone: str, image_size: int, pretrained: bool,
     """
     if view and augment is None:
         raise ValueError("Augmented views (view >= 1) need an augment layer.")
-    path = cache_path(backbone, image_size, pretrained, frame, view, augment, seed, precision, keep)
+    path = cache_path(extractor, frame, view, augment, seed, keep)
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as stored:
@@ -72,7 +75,7 @@ def cached_features(extractor, backbone: str, image_size: int, pretrained: bool,
             warnings.warn(f"The feature cache {path} is damaged ({type(error).__name__}: {error}); "
                           "computed again.", stacklevel=2)
     layer = data.project_augmentation(augment, seed + view) if view else None
-    features = extract(extractor, frame, image_size, augment=layer, seed=seed + view, keep=keep,
-                       desc=f"{backbone} features, view {view}", progress=progress)
+    features = extract(extractor, frame, extractor.input_shape[1], augment=layer, seed=seed + view, keep=keep,
+                       desc=f"{extractor.name}, view {view}", progress=progress)
     atomic_write(path, lambda tmp: np.savez(tmp, features=features, relpath=frame["relpath"].to_numpy(dtype=str)))
     return features

@@ -11,8 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import (confusion_matrix, f1_score, log_loss, precision_recall_fscore_support,
-                             roc_auc_score)
+from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support, roc_auc_score
 
 from . import config, data
 
@@ -95,7 +94,7 @@ def json_ready(value):
 def predict(model: keras.Model, frame: pd.DataFrame, image_size: int, batch_size: int = 32,
             preprocess=None, tta_flip: bool = False) -> pd.DataFrame:
     """Class probabilities for the rows of ``frame`` in their order (an unshuffled, unaugmented pass);
-    ``preprocess`` transforms each batch of [0, 255] images first (e.g. ``explain.masking``); ``tta_flip``
+    ``preprocess`` transforms each batch of [0, 255] images first (e.g. ``masks.masking``); ``tta_flip``
     averages the probabilities of each image and its left-right mirror (test-time augmentation)."""
     proba = model.predict(data.make_dataset(frame, image_size, batch_size, preprocess=preprocess), verbose=0)
     if tta_flip:

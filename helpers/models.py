@@ -154,3 +154,11 @@ def build(name: str, image_size: int, num_classes: int = NUM_CLASSES) -> keras.M
     if name not in SCRATCH:
         raise ValueError(f"Unknown model {name!r}; known: {', '.join(SCRATCH)}.")
     return SCRATCH[name](image_size, num_classes)
+
+
+def all_layers(model):
+    """Every layer of ``model`` depth first, nested models included (each followed by its own layers)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)

@@ -235,17 +235,17 @@ def show_run(record, prefix: str, profile: config.Profile) -> None:
 
 
 def masked_accuracy(masked, example_image, views, trivial=None) -> plt.Figure:
-    """One example image under each view of ``views`` (name -> ``explain.masking`` keep), then each model's test
+    """One example image under each view of ``views`` (name -> ``masks.masking`` keep), then each model's test
     accuracy with its 95 % interval under every view (``masked``: rows of model, view, accuracy, ci_low,
     ci_high, as ``shortcuts.masked_accuracy`` gives them per model); ``trivial`` (model -> share) marks what always
     answering the largest class scores on that model's test set."""
-    from . import explain
+    from . import masks
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), gridspec_kw={"width_ratios": [1, 1, 1, 3.2]},
                              layout="constrained")
     size = example_image.shape[1]
     for ax, (view, keep) in zip(axes, views.items()):
-        shown = example_image if keep is None else explain.masking(size, keep)(example_image)
+        shown = example_image if keep is None else masks.masking(size, keep)(example_image)
         ax.imshow(shown[0, ..., 0], cmap="gray", vmin=0, vmax=255)
         ax.set_title(view, fontsize=10)
         ax.axis("off")

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
-from . import backbones, config, data
+from . import config, data, models
 from .experiments import DESCRIPTIVE_FIELDS, Experiment
 from .files import atomic_write
 
@@ -68,6 +69,18 @@ def read_record(path: str | os.PathLike) -> Record:
                   predictions=pd.read_csv(path / "predictions.csv"))
 
 
+def read_records(profile, names) -> tuple[dict, list[str]]:
+    """The run records ``names`` of ``profile`` that exist and are complete (name -> record), and the names of
+    those that do not."""
+    found, missing = {}, []
+    for name in names:
+        try:
+            found[name] = read_record(profile.runs_dir / name)
+        except FileNotFoundError:
+            missing.append(name)
+    return found, missing
+
+
 def write_record(path: Path, run_config: dict, history: pd.DataFrame, metrics: dict,
                  predictions: pd.DataFrame, model: keras.Model) -> Record:
     """Write all five files into a temporary folder, then rename it to ``path`` (replacing an old record)."""
@@ -87,12 +100,23 @@ def architecture(model: keras.Model) -> str:
     Keras numbers per session) and weight shapes, nested models included. Changing a layer changes it;
     training does not."""
     described = []
-    for layer in backbones.all_layers(model):
+    for layer in models.all_layers(model):
         settings = {} if isinstance(layer, keras.Model) else {
             k: v for k, v in layer.get_config().items() if k != "name"}
         described.append([type(layer).__name__, settings, [list(w.shape) for w in layer.weights]])
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 over every weight array of ``model`` in layer order (values, shapes and dtypes): other weights,
+    trained or loaded, give another digest."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        array = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def run_config(exp: Experiment, profile: config.Profile, split_file: str, model_architecture: str) -> dict:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from . import experiments, records
 
+
 def published() -> pd.DataFrame:
     """Both projects' results as they published them (errata corrected and marked in ``note``).
 
@@ -38,8 +39,8 @@ def compare(record) -> pd.DataFrame:
         return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
     rows = {
-        "test accuracy": (f"{fmt(test['accuracy'])} [{fmt(test['accuracy_ci_low'], 3)}, "
-                          f"{fmt(test['accuracy_ci_high'], 3)}]", fmt(theirs["test_accuracy"])),
+        "test accuracy": ((f"{fmt(test['accuracy'])} [{fmt(test['accuracy_ci_low'], 3)}, "
+                           f"{fmt(test['accuracy_ci_high'], 3)}]"), fmt(theirs["test_accuracy"])),
         "sensitivity COVID": (fmt(per_class["COVID"]["sensitivity"]), fmt(theirs["sensitivity_covid"])),
         "sensitivity Normal": (fmt(per_class["Normal"]["sensitivity"]), fmt(theirs["sensitivity_normal"])),
         "sensitivity Viral Pneumonia": (fmt(per_class["Viral Pneumonia"]["sensitivity"]),
@@ -103,24 +104,12 @@ def series_runs(profile) -> list[str]:
     return list(experiments.FULL) + experiments.transfer_runs(profile)
 
 
-def read_records(profile, names) -> tuple[dict, list[str]]:
-    """The run records ``names`` of ``profile`` that exist and are complete (name -> record), and the names of
-    those that do not."""
-    found, missing = {}, []
-    for name in names:
-        try:
-            found[name] = records.read_record(profile.runs_dir / name)
-        except FileNotFoundError:
-            missing.append(name)
-    return found, missing
-
-
 def load_records(profile, names=None) -> dict:
     """The run records ``names`` (default: the whole series) of ``profile``, read, never trained.
 
     Missing or incomplete records raise ``MissingRecordsError`` listing each one with the notebook to run.
     """
-    found, missing = read_records(profile, names or series_runs(profile))
+    found, missing = records.read_records(profile, names or series_runs(profile))
     if missing:
         missing = [f"  {name}: run notebooks/{experiments.experiment(name, profile).notebook}" for name in missing]
         raise MissingRecordsError(

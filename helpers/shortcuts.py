@@ -2,7 +2,7 @@
 it do on the images its protocol left out, per collection (group), and what do linear probes on frozen features
 learn when the collections are confounded with the label on purpose?
 
-The central square is a crude stand-in for the lung fields (``explain.central_mask``), not a lung mask.
+The central square is a crude stand-in for the lung fields (``masks.central_mask``), not a lung mask.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import functools
 import numpy as np
 import pandas as pd
 
-from . import backbones, config, data, explain, feature_cache, metrics
+from . import backbones, config, data, feature_cache, masks, metrics
 
 VIEWS = {"whole image": None, "centre hidden": "border", "centre only": "centre"}
 PAEDIATRIC_NORMAL_IDS = 1341  # Normal ids up to here come from the paediatric collection (the first release)
@@ -24,7 +24,7 @@ def masked_accuracy(model, frame: pd.DataFrame, image_size: int, seed: int = con
     ``frame``, once per view in ``VIEWS``: the whole image, the central square blacked out, only it kept."""
     rows = []
     for view, keep in VIEWS.items():
-        predictions = metrics.predict(model, frame, image_size, preprocess=keep and explain.masking(image_size, keep))
+        predictions = metrics.predict(model, frame, image_size, preprocess=keep and masks.masking(image_size, keep))
         m = metrics.classification_metrics(predictions["true"], metrics.probabilities(predictions), seed=seed)
         rows.append({"view": view, "accuracy": m["accuracy"], "ci_low": m["accuracy_ci_low"],
                      "ci_high": m["accuracy_ci_high"],
@@ -75,9 +75,8 @@ def frozen_features(frame: pd.DataFrame, image_size: int, profile: config.Profil
                     keep: str | None = None) -> np.ndarray:
     """Pooled features of ImageNet SqueezeNet (frozen) for ``frame``'s images, whole or with only the border or
     the centre kept (``keep``); cached in ``data/cache/features`` like notebook 03's."""
-    extractor, pretrained = _squeezenet_extractor(image_size, profile.allow_random_weights)
-    return feature_cache.cached_features(extractor, "squeezenet", image_size, pretrained, frame, keep=keep,
-                                         progress=False)
+    extractor, _ = _squeezenet_extractor(image_size, profile.allow_random_weights)
+    return feature_cache.cached_features(extractor, frame, keep=keep, progress=False)
 
 
 def fit_probe(features: np.ndarray, labels, seed: int = config.SEED):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +17,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import backbones, config, data, feature_cache, metrics, models, records, results
+from . import backbones, config, data, feature_cache, metrics, models, records
 from .experiments import Experiment, experiment
-from .files import read_json, write_json
+from .files import CorruptFileError, read_json, write_json
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "selected"]
 
@@ -148,14 +149,24 @@ class ResumingEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch and epoch > 0:
-            state = read_json(self.state_file).get(str(epoch - 1))
-            if state:
-                self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+            state = self._states().get(str(epoch - 1))
+            if state is None:  # epochs ran but their state is gone: resuming would forget the patience used
+                raise CorruptFileError(
+                    f"{self.state_file} has no early-stopping state for epoch {epoch} (index {epoch - 1}), which "
+                    f"the run is resuming after. Delete {self.state_file.parent} to train the run from the start.")
+            self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
         self._first_epoch = False
+
+    def _states(self) -> dict:
+        try:
+            return read_json(self.state_file)
+        except CorruptFileError as error:
+            raise CorruptFileError(f"{error} It holds early stopping's patience of an interrupted run; delete "
+                                   f"{self.state_file.parent} to train the run from the start.") from error
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        states = read_json(self.state_file)
+        states = self._states()
         best = None if self.best is None else float(self.best)
         states[str(epoch)] = {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
         write_json(self.state_file, states)
@@ -170,13 +181,14 @@ def _fit(model, x, epochs, work: Path, exp: Experiment, callbacks, verbose, *, y
     best = work / f"best{stage}.weights.h5"
     # with EMA, the averaged weights are swapped in for validation and the checkpoint (so it must come first)
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
+    # Everything an epoch leaves behind is written before the backup that lets a resumed run skip that epoch.
     steps = [*swap, EpochTimes(times_file), keras.callbacks.CSVLogger(str(history_file), append=True),
-             ResumingCheckpoint(best, history_file),
-             # double_checkpoint: a backup cut short by a kill falls back to the one before it
-             keras.callbacks.BackupAndRestore(str(work / f"backup{stage}"), double_checkpoint=True)]
+             ResumingCheckpoint(best, history_file)]
     if exp.early_stopping:
         steps.append(ResumingEarlyStopping(work / f"early_stopping{stage}.json", exp.early_stopping))
-    steps.append(keras.callbacks.TerminateOnNaN())
+    # double_checkpoint: a backup cut short by a kill falls back to the one before it
+    steps += [keras.callbacks.BackupAndRestore(str(work / f"backup{stage}"), double_checkpoint=True),
+              keras.callbacks.TerminateOnNaN()]
     if verbose == 2:  # one compact line per epoch, printed by EpochLine instead of Keras
         steps.append(EpochLine())
         verbose = 0
@@ -249,8 +261,7 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
     train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
 
     def features(rows, view):
-        return feature_cache.cached_features(extractor, exp.model, exp.image_size, pretrained, rows, view=view,
-                                             augment=exp.augment, seed=profile.seed, precision=exp.precision,
+        return feature_cache.cached_features(extractor, rows, view=view, augment=exp.augment, seed=profile.seed,
                                              progress=verbose == 1)  # a bar only where fit shows bars too
 
     compile_model(top, optimizer, learning_rate)
@@ -315,6 +326,23 @@ def identity(exp: Experiment, profile: config.Profile, split: pd.DataFrame) -> d
     return records.run_config(exp, profile, split.attrs["file"], records.architecture(model))
 
 
+def _wipe_unless_resumable(work: Path, cfg: dict) -> None:
+    """Remove an interrupted attempt's folder unless it was made with the same settings (then it resumes)."""
+    try:
+        saved = read_json(work / "config.json")
+    except CorruptFileError as error:
+        print(f"Starting {cfg['name']} afresh: the interrupted attempt's settings cannot be read ({error})")
+        saved = None
+    if saved is None or not records.same_run(saved, cfg):
+        shutil.rmtree(work)  # an interrupted attempt at different settings cannot be resumed
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory in MB (``ru_maxrss`` counts kilobytes on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbacks=(), verbose: int = 2
           ) -> records.Record:
     """Train ``exp`` on ``split`` (as ``data.load_split`` returns it, naming its file), resuming from
@@ -323,18 +351,18 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
     cfg = identity(exp, profile, split)
     final = profile.runs_dir / exp.name
     work = final.with_name(f"{exp.name}.partial")
-    if work.exists() and not records.same_run(read_json(work / "config.json"), cfg):
-        shutil.rmtree(work)  # an interrupted attempt at different settings cannot be resumed
+    if work.exists():
+        _wipe_unless_resumable(work, cfg)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", cfg)
     keras.utils.set_random_seed(profile.seed)  # building the model for its fingerprint drew random numbers
 
     fit = {"scratch": _fit_scratch, "v0": _fit_frozen, "ec": _fit_frozen, "ft": _fit_fine_tune,
            "ft2": _fit_fine_tune}[exp.scheme]
-    model, history, train_images, pretrained = fit(exp, profile, split, work, list(callbacks), verbose)
-
-    evaluated = split[split["split"].isin(["val", "test"])]
-    predictions = metrics.predict(model, evaluated, exp.image_size, exp.batch_size, tta_flip=exp.tta_flip)
+    with data.naming_undecodable(split):  # a decode error names the file, not a tensor
+        model, history, train_images, pretrained = fit(exp, profile, split, work, list(callbacks), verbose)
+        evaluated = split[split["split"].isin(["val", "test"])]
+        predictions = metrics.predict(model, evaluated, exp.image_size, exp.batch_size, tta_flip=exp.tta_flip)
     seconds = float(history["epoch_seconds"].sum()) if len(history) else 0.0
     last = history.iloc[-1] if len(history) else {}
     image_stage = history[history["stage"] == "fine-tune"] if "stage" in history else history
@@ -344,11 +372,11 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
         "val": metrics.classification_metrics(*metrics.true_and_proba(predictions, "val"), seed=profile.seed),
         "last_epoch": {k: float(last[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last},
         "selected_epoch": _selected_epoch(history),
-        "epochs_run": int(len(history)),
+        "epochs_run": len(history),
         "train_images": int(train_images),
         "train_seconds": seconds,
         "images_per_second": train_images * len(image_stage) / image_seconds if image_seconds else None,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_mb": peak_memory_mb(),
         "parameters": int(model.count_params()),
         "pretrained": pretrained,
         "diverged": _diverged(history),
@@ -390,7 +418,7 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
 def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFrame | None = None) -> dict:
     """The records of the runs ``names``, read where they exist; the missing ones are trained first, after a line
     that says which and about how long they take (so notebooks 05-07 also open on a fresh clone)."""
-    found, missing = results.read_records(profile, names)
+    found, missing = records.read_records(profile, names)
     if missing:
         print(f"{len(missing)} run record(s) of the {profile.name} profile missing: {', '.join(missing)}.\n"
               f"Training them now: {expected_minutes(missing, profile)}. Running notebooks 02-04 first "
@@ -401,15 +429,13 @@ def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFr
 
 
 def expected_minutes(names: list[str], profile: config.Profile) -> str:
-    """How long training ``names`` takes, as a phrase: the committed cpu run's training times (figures/
-    results_table.csv) plus 20 % for evaluation; the quick profile, a few seconds to a minute per run."""
-    if profile.name != "cpu":
-        return (f"a few seconds to a minute per run in the {profile.name} profile" if profile.name == "quick"
-                else f"hours without a GPU in the {profile.name} profile")
-    committed = config.PROFILES["cpu"].figures_dir / "results_table.csv"  # written by notebook 05
+    """How long training ``names`` takes, as a phrase: the profile's committed training times (its figures
+    folder's results_table.csv, written by notebook 05) plus 20 % for evaluation, else the profile's hint."""
+    committed = profile.figures_dir / "results_table.csv"
     seconds = pd.read_csv(committed).set_index("model")["train_seconds"] if committed.exists() else pd.Series()
     known = [n for n in names if n in seconds.index]
     if not known:
-        return "time unknown (no committed timing for these runs)"
+        return profile.run_time_hint
     total = 1.2 * seconds[known].sum() / 60
-    return f"about {max(1, round(total))} min on a 2-core machine in the cpu profile (the committed run's times)"
+    return (f"about {max(1, round(total))} min on a 2-core machine in the {profile.name} profile (the committed "
+            "run's times)")

@@ -1,13 +1,15 @@
 """Small synthetic datasets in both layouts, made fresh for each test; nothing here reads the shared data."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config, shortcuts
+from helpers import config, data, shortcuts, training
 
 # Read before any test clears the CXR_* variables: the SqueezeNet weight file, where this machine has it.
 SHARED_WEIGHTS_DIR = os.environ.get("CXR_WEIGHTS_DIR")
@@ -17,10 +19,10 @@ SHARED_WEIGHTS_DIR = os.environ.get("CXR_WEIGHTS_DIR")
 def isolated_data_dir(tmp_path, monkeypatch):
     """Caches, splits and runs go to a temporary data/ folder; CXR_* variables never leak into a test."""
     data_dir = tmp_path / "project-data"
-    monkeypatch.setattr(config, "DATA_DIR", data_dir)
     monkeypatch.setattr(config, "FIGURES_DIR", tmp_path / "project-figures")
     for name in ("CXR_DATA_DIR", "CXR_WEIGHTS_DIR", "CXR_PROFILE", "CXR_WORK_DIR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CXR_WORK_DIR", str(data_dir))
     shortcuts._squeezenet_extractor.cache_clear()  # its weights depend on the folders set here
     return data_dir
 
@@ -70,3 +72,47 @@ def make_first_release(root, n=6):
         for k in range(1, n + 1):
             write_png(base / folder / f"{folder} ({k}).png", seed=7000 + 100 * c + k)
     return base
+
+
+# ---- a tiny synthetic dataset and one run trained on it, shared by the modules that only read them -----------
+
+TINY_PROFILE = dataclasses.replace(config.PROFILES["quick"], max_per_class=12, max_epochs=3, batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A synthetic release, its index, and a quick profile capped at 12 images per class and 3 epochs."""
+    base = make_release(tmp_path_factory.mktemp("dataset"), counts={"COVID": 12, "Normal": 12, "Viral Pneumonia": 12})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = data.index_dataset(base, progress=False, cache=False)
+    return base, index, TINY_PROFILE
+
+
+@pytest.fixture(scope="session")
+def trained(tiny, tmp_path_factory):
+    """One polazaro_baseline run on ``tiny``, trained once for every test that only reads it; its data folder is
+    returned so a test can point ``CXR_WORK_DIR`` at it."""
+    _, index, profile = tiny
+    folder = tmp_path_factory.mktemp("trained-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CXR_WORK_DIR", str(folder))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            record = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    return record, folder
+
+
+def quiet_split(index, profile, protocol="polazaro"):
+    """``data.load_split`` without the warnings a tiny dataset gives (fewer images than a protocol asks for)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return data.load_split(index, protocol, profile)
+
+
+@pytest.fixture
+def offline_weights(monkeypatch):
+    """No ImageNet weights anywhere: backbones fall back to random init where allowed (quick profile)."""
+    import keras  # here, not at the top: helpers must be imported before Keras to keep TensorFlow quiet
+
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import backbones
+
 from conftest import SHARED_WEIGHTS_DIR
 
 

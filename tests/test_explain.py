@@ -77,22 +77,50 @@ BUILDERS = {"flat": flat_model, "nested": nested_model, "sequential": sequential
             "flat, no logits": flat_model_without_logits, "nested, mixed bfloat16": nested_bfloat16_model}
 
 
-@pytest.fixture(scope="module", params=list(BUILDERS))
-def trained(request, tmp_path_factory):
+def _train(builder, folder):
+    """``builder``'s model trained to find the square, saved and reloaded (explain works on models as saved).
+    A model that did not learn the task would make every test below meaningless: that is an error here."""
     keras.utils.set_random_seed(0)
-    model = BUILDERS[request.param]()
+    model = builder()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     x, y, _ = square_images(400, seed=1)
     model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    path = tmp_path_factory.mktemp("model") / "model.keras"  # explain works on models as saved
-    model.save(path)
-    return keras.saving.load_model(path, safe_mode=True)
-
-
-def test_the_toy_models_learn_the_task(trained):
+    model.save(folder / "model.keras")
+    reloaded = keras.saving.load_model(folder / "model.keras", safe_mode=True)
     x, y, _ = square_images(40, seed=2)
-    assert trained.evaluate(x, y, verbose=0)[1] >= 0.95
+    accuracy = reloaded.evaluate(x, y, verbose=0)[1]
+    assert accuracy >= 0.95, f"the toy model {reloaded.name} did not learn the task ({accuracy:.2f})"
+    return reloaded
+
+
+@pytest.fixture(scope="module", params=list(BUILDERS))
+def trained(request, tmp_path_factory):
+    return _train(BUILDERS[request.param], tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory):
+    return _train(flat_model, tmp_path_factory.mktemp("flat"))
+
+
+def keras_io_gradcam(model, images, class_index, layer="conv2", scores="logits"):
+    """Grad-CAM written independently, the way the keras.io example does it on a flat functional model: one
+    model giving the feature map and the class scores, the gradient of the chosen score, channel weights as its
+    spatial mean, their ReLU-ed weighted sum, divided by its maximum."""
+    import tensorflow as tf
+
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.get_layer(scores).output])
+    maps = []
+    for image, k in zip(images, class_index):
+        with tf.GradientTape() as tape:
+            feature_map, score = grad_model(image[None], training=False)
+            chosen = score[:, int(k)]
+        grads = tape.gradient(chosen, feature_map)
+        weights = tf.reduce_mean(grads, axis=(0, 1, 2))
+        heatmap = tf.nn.relu(feature_map[0] @ weights[..., None])[..., 0]
+        maps.append((heatmap / tf.reduce_max(heatmap)).numpy() if tf.reduce_max(heatmap) > 0 else heatmap.numpy())
+    return np.stack(maps)
 
 
 def test_default_layer_is_the_last_convolution_at_any_depth(trained):
@@ -112,8 +140,40 @@ def test_gradcam_maximum_falls_inside_the_square(trained):
         assert r <= peak_r < r + SQUARE and c <= peak_c < c + SQUARE
 
 
-def test_gradcam_addresses_the_class_scores_where_the_model_has_them(trained):
-    assert explain.class_score_layer(trained) == (None if trained.name == "flat_probabilities" else "logits")
+@pytest.mark.parametrize("which", ["predicted", "other"])
+def test_gradcam_equals_an_independent_keras_io_implementation(flat, which):
+    """On a flat model, explain.gradcam gives the keras.io maps (to 1e-5), for the predicted class and for the
+    other one; both differentiate the logits, and maps from the probability would differ (so this can fail)."""
+    x, _, _ = square_images(12, seed=6)
+    predicted = flat.predict(x, verbose=0).argmax(axis=1)
+    classes = predicted if which == "predicted" else 1 - predicted
+    maps, _ = explain.gradcam(flat, x, class_index=classes)
+    expected = keras_io_gradcam(flat, x, classes)
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    from_probabilities = keras_io_gradcam(flat, x, classes, scores="predictions")
+    assert np.abs(from_probabilities - expected).max() > 1e-3
+
+
+def test_gradcam_for_the_other_class_points_away_from_the_square(flat):
+    """Asked why a square image is *not* "no square", Grad-CAM must not point at the square."""
+    x, y, corners = square_images(40, seed=7)
+    with_square = x[y == 1]
+    towards, _ = explain.gradcam(flat, with_square, class_index=1)
+    away, _ = explain.gradcam(flat, with_square, class_index=0)
+    inside = np.zeros((len(with_square), SIZE // 2, SIZE // 2), bool)
+    for mask, (r, c) in zip(inside, corners[y == 1]):
+        mask[r // 2:(r + SQUARE) // 2, c // 2:(c + SQUARE) // 2] = True
+    share = [float(m[i].sum() / m.sum()) if m.sum() else 0.0 for m, i in zip(away, inside)]
+    share_towards = [float(m[i].sum() / m.sum()) for m, i in zip(towards, inside)]
+    assert np.mean(share_towards) > 0.5 and np.mean(share) < np.mean(share_towards) / 2
+
+
+def test_a_model_without_logits_falls_back_to_its_probabilities(tmp_path):
+    model = _train(flat_model_without_logits, tmp_path)
+    x, _, _ = square_images(6, seed=8)
+    classes = model.predict(x, verbose=0).argmax(axis=1)
+    maps, _ = explain.gradcam(model, x)
+    np.testing.assert_allclose(maps, keras_io_gradcam(model, x, classes, scores=model.layers[-1].name), atol=1e-5)
 
 
 def test_a_nested_model_that_is_not_a_chain_is_refused():

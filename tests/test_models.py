@@ -30,7 +30,7 @@ def test_red_david_follows_the_diagram():
 
 
 def _dense_after_flatten(model):
-    return [layer for layer in model.layers if layer.name.startswith("dense")][0]
+    return next(layer for layer in model.layers if layer.name.startswith("dense"))
 
 
 def test_red_alberto_dense_layer_grows_with_the_input_as_the_report_computes():

@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_first_release, make_release, write_png
 from helpers import config, records
+
+from conftest import make_first_release, make_release, write_png
 
 REPO = config.ROOT
 TIMING = {"train_seconds", "images_per_second", "peak_memory_mb"}  # honest to differ between two runs
@@ -71,7 +72,7 @@ def child_env(dataset: Path, work: Path) -> dict:
 
 def run_child(script: str, args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=REPO, capture_output=True,
-                            text=True, timeout=timeout)
+                            text=True, timeout=timeout, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -103,6 +104,10 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_with_a_complete_record(tmp_path
     assert record.metrics["epochs_run"] == 3 and record.metrics["test"]["n"] == len(record.test_predictions())
     if mode == "early-stopping":
         assert record.history["val_loss"].idxmin() == 0 and record.metrics["selected_epoch"] == 0
+    # the weights evaluated are those of the best epoch, also when it came before the kill: the validation loss
+    # recomputed from the record's predictions is the one logged for that epoch
+    best = int(record.history["val_loss"].idxmin())
+    assert record.metrics["val"]["loss"] == pytest.approx(record.history.loc[best, "val_loss"], rel=1e-3)
     assert sorted(p.name for p in runs.iterdir()) == ["polazaro_baseline"]  # no .partial, .tmp or .old left
 
 
@@ -119,7 +124,7 @@ def test_the_quick_profile_twice_gives_identical_splits_and_metrics(tmp_path):
     assert splits("first") == splits("second") and len(splits("first")) == 2
     for name in runs:
         first, second = (records.read_record(tmp_path / a / "runs" / "quick" / name) for a in ("first", "second"))
-        drop = lambda metrics: {k: v for k, v in metrics.items() if k not in TIMING}  # noqa: E731
+        drop = lambda metrics: {k: v for k, v in metrics.items() if k not in TIMING}
         assert drop(first.metrics) == drop(second.metrics), name
         pd.testing.assert_frame_equal(first.predictions, second.predictions)
         pd.testing.assert_frame_equal(first.history.drop(columns="epoch_seconds"),
@@ -147,7 +152,7 @@ def test_a_dataset_with_problems_runs_through_notebook_01_and_training(tmp_path)
     result = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
                              "--ExecutePreprocessor.timeout=600", "--output", str(executed),
                              str(REPO / "notebooks" / "01_data_exploration.ipynb")],
-                            env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     cells = json.loads(executed.read_text())["cells"]
     printed = "\n".join(out.get("text", "") if isinstance(out.get("text", ""), str) else "".join(out["text"])
@@ -170,20 +175,3 @@ def test_the_first_release_layout_runs_through_training(tmp_path):
     record = records.read_record(tmp_path / "work" / "runs" / "quick" / "polazaro_baseline")
     assert len(record.predictions) + record.metrics["train_images"] == 42
     assert record.predictions["relpath"].str.contains(r"\(\d+\)\.png$").all()  # "COVID-19 (k).png" names
-
-
-@pytest.mark.parametrize("damage", ["truncated", "not-a-zip"])
-def test_a_damaged_feature_cache_is_computed_again_not_read(tmp_path, damage):
-    from helpers import backbones, data, feature_cache
-
-    base = make_release(tmp_path / "dataset", counts={"COVID": 4, "Normal": 4, "Viral Pneumonia": 4})
-    rows = data.index_dataset(base, progress=False)
-    extractor, _ = backbones.feature_extractor("squeezenet", 96, allow_random=True)
-    good = feature_cache.cached_features(extractor, "squeezenet", 96, False, rows)
-    path = feature_cache.cache_path("squeezenet", 96, False, rows, 0)
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"half a file")
-    with pytest.warns(UserWarning, match="computed again"):
-        again = feature_cache.cached_features(extractor, "squeezenet", 96, False, rows)
-    assert (again == good).all()
-    assert path.read_bytes() == raw  # rewritten whole

@@ -125,34 +125,3 @@ def test_most_frequent_error_ignores_the_diagonal():
                  [0, 3, 40]]
     assert results.most_frequent_error(confusion) == (0, 2, 9)
     assert results.most_frequent_error(np.eye(3, dtype=int) * 5) == (0, 0, 0)  # no errors: nothing to name
-
-
-def test_largest_class_share_is_the_score_of_always_answering_the_largest_class():
-    labels = ["COVID"] * 6 + ["Normal"] * 3 + ["Viral Pneumonia"]
-    assert metrics.largest_class_share(labels) == pytest.approx(0.6)
-    assert metrics.largest_class_share(pd.Series(["Normal"] * 4)) == 1.0
-    assert np.isnan(metrics.largest_class_share([]))
-
-
-def test_a_photo_like_figure_is_saved_under_the_size_limit_and_a_chart_keeps_full_resolution(tmp_path):
-    """figures/ stays light enough for a README or a course page: a grid of photo-like images drops to a lower
-    resolution, a plain chart keeps 150 dpi."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from PIL import Image
-
-    from helpers import plots
-
-    profile = config.PROFILES["cpu"]
-    profile = type(profile)(**{**asdict(profile), "figures_subdir": None, "name": "quick"})
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(0)  # smoothed noise: about as hard to compress as X-rays (1.2 MB at 150 dpi)
-    photos = np.stack([np.clip(gaussian_filter(rng.normal(128, 60, (160, 160)), 2), 0, 255).astype(np.uint8)
-                       for _ in range(24)])
-    grid = plots.save(plots.image_grid(photos, ncols=6, size=2.5), "grid", profile)
-    assert grid.stat().st_size <= plots.MAX_FIGURE_BYTES
-    chart, ax = plots.plt.subplots(figsize=(4, 3))
-    ax.plot([0, 1], [0, 1])
-    line = plots.save(chart, "line", profile)
-    assert abs(Image.open(line).info["dpi"][0] - plots.DPI) < 1

@@ -4,12 +4,11 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-import keras
 import numpy as np
-import pandas as pd
 import pytest
 
-from helpers import config, data, feature_cache, metrics, results, shortcuts
+from helpers import config, data, results, shortcuts
+
 from conftest import make_release
 
 
@@ -67,28 +66,6 @@ def test_a_capped_all_protocol_keeps_both_normal_collections(release_index):
     assert thesis[thesis["label"] == "Normal"]["image_id"].tolist() == list(range(1, 11))
 
 
-def test_masked_features_see_only_the_kept_part_and_are_cached_apart(release_index):
-    frame = release_index.head(6)
-    size = 20
-    pixels = keras.Sequential([keras.Input((size, size, 3)), keras.layers.Flatten()])  # the "features": pixels
-    whole = feature_cache.cached_features(pixels, "pixels", size, False, frame, progress=False)
-    centre = explain_mask(size)
-    for keep, kept in (("border", ~centre), ("centre", centre)):
-        masked = feature_cache.cached_features(pixels, "pixels", size, False, frame, keep=keep, progress=False)
-        masked, full = masked.reshape(6, size, size, 3), whole.reshape(6, size, size, 3)
-        assert (masked[:, ~kept] == 0).all()                 # the hidden part is black
-        np.testing.assert_array_equal(masked[:, kept], full[:, kept])  # the kept part untouched
-        assert full[:, ~kept].max() > 0
-    paths = {feature_cache.cache_path("pixels", size, False, frame, 0, keep=k) for k in (None, "border", "centre")}
-    assert len(paths) == 3 and all(p.exists() for p in paths)
-
-
-def explain_mask(size):
-    from helpers import explain
-
-    return explain.central_mask(size)
-
-
 def test_group_table_counts_accuracy_and_calls_per_group():
     groups = ["COVID"] * 4 + ["Normal, ids > 1341"] * 4
     true = [0, 0, 0, 0, 1, 1, 1, 1]
@@ -119,9 +96,3 @@ def test_mcnemar_counts_discordant_images():
     result = results.mcnemar(a, b)
     assert (result["only_run_right"], result["only_other_right"]) == (2, 0)
     assert result["p_value"] == pytest.approx(0.5)
-
-
-def test_accuracy_with_interval_of_an_empty_group_is_undefined():
-    assert np.isnan(metrics.accuracy_with_interval([])["accuracy"])
-    full = metrics.accuracy_with_interval([1, 1, 0, 1])
-    assert full["images"] == 4 and full["ci_low"] <= 0.75 <= full["ci_high"]

@@ -1,0 +1,67 @@
+"""metrics: the numbers every notebook reports, checked against counts and distributions worked out by hand."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from helpers import metrics
+
+
+def test_metrics_on_a_known_confusion():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    pred = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
+    proba = np.eye(3)[pred] * 0.8 + 0.2 / 3
+    m = metrics.classification_metrics(y, proba)
+    assert m["confusion_matrix"] == [[3, 1, 0], [0, 3, 0], [0, 1, 2]]
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["per_class"]["COVID"]["sensitivity"] == pytest.approx(0.75)
+    assert m["per_class"]["Normal"]["precision"] == pytest.approx(0.6)
+    assert m["per_class"]["Viral Pneumonia"]["sensitivity"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx(np.mean([2 * 1 * 0.75 / 1.75, 2 * 0.6 / 1.6, 2 * (2 / 3) / (5 / 3)]))
+    json.dumps(m, allow_nan=False)  # standard JSON
+
+
+@pytest.mark.parametrize("right, n", [(160, 200), (45, 60)])
+def test_the_bootstrap_interval_is_the_binomial_spread_of_the_accuracy(right, n):
+    """Resampling n outcomes with k right gives accuracies distributed as Binomial(n, k/n) / n: the 95 % interval
+    must be that distribution's 2.5 and 97.5 percentiles (within one image either way), not any interval around
+    the mean."""
+    correct = np.r_[np.ones(right), np.zeros(n - right)]
+    low, high = stats.binom.ppf([0.025, 0.975], n, right / n) / n
+    result = metrics.accuracy_with_interval(correct)
+    assert result["ci_low"] == pytest.approx(low, abs=1.01 / n)
+    assert result["ci_high"] == pytest.approx(high, abs=1.01 / n)
+    m = metrics.classification_metrics(correct.astype(int) * 0, np.eye(3)[(1 - correct).astype(int)])
+    assert (m["accuracy_ci_low"], m["accuracy_ci_high"]) == (result["ci_low"], result["ci_high"])
+
+
+def test_undefined_metrics_are_none_not_zero():
+    y = np.array([0, 1, 1, 0])
+    proba = np.tile([0.1, 0.8, 0.1], (4, 1))  # always predicts Normal; no Viral Pneumonia in the data
+    m = metrics.classification_metrics(y, proba)
+    assert m["per_class"]["COVID"]["precision"] is None
+    assert m["per_class"]["Viral Pneumonia"]["auc"] is None
+    assert m["per_class"]["COVID"]["sensitivity"] == 0.0
+
+
+def test_perfect_predictions_have_a_degenerate_interval():
+    y = np.array([0, 1, 2, 1])
+    m = metrics.classification_metrics(y, np.eye(3)[y])
+    assert (m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]) == (1.0, 1.0, 1.0)
+    assert m["auc_ovr_macro"] == 1.0
+
+
+def test_accuracy_with_interval_of_an_empty_group_is_undefined():
+    empty = metrics.accuracy_with_interval([])
+    assert empty["images"] == 0 and np.isnan(empty["accuracy"]) and np.isnan(empty["ci_low"])
+
+
+def test_largest_class_share_is_the_score_of_always_answering_the_largest_class():
+    labels = ["COVID"] * 6 + ["Normal"] * 3 + ["Viral Pneumonia"]
+    assert metrics.largest_class_share(labels) == pytest.approx(0.6)
+    assert metrics.largest_class_share(pd.Series(["Normal"] * 4)) == 1.0
+    assert np.isnan(metrics.largest_class_share([]))
