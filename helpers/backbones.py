@@ -6,10 +6,12 @@ that names the missing file, or, where the caller allows it (the quick profile),
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from . import config, models
@@ -51,10 +53,21 @@ class BackbonePreprocess(layers.Layer):
 
 
 SQUEEZENET_FILE = "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
-SQUEEZENET_URL = ("https://github.com/rcmalli/keras-squeezenet/releases/download/v1.0/" + SQUEEZENET_FILE)
-SQUEEZENET_MD5 = "80b66c92d79d4310e07fb60a297bf0d1"
+# The two published copies, tried in order. DeepCognition/keras-squeezenet's v0.4 asset first: its own code pins
+# the file's MD5 (80b66c92d79d4310e07fb60a297bf0d1). rcmalli/keras-squeezenet's v1.0 asset has the same name;
+# the copy in that repository's git stores the same arrays under other HDF5 names, so no byte checksum fits both.
+SQUEEZENET_MIRRORS = (
+    "https://github.com/DeepCognition/keras-squeezenet/releases/download/v0.4/" + SQUEEZENET_FILE,
+    "https://github.com/rcmalli/keras-squeezenet/releases/download/v1.0/" + SQUEEZENET_FILE,
+)
+# What the weights are, whatever their HDF5 encoding: SHA-256 over every convolution's kernel and bias in layer
+# order (``squeezenet_digest``), pinned once from the DeepCognition v0.4 file (../shared/weights).
+SQUEEZENET_SHA256 = "6d899d875a72c6f2ac983ef716079c8e917e1199482163ffdab44966fbcb2838"
 FIRE_WIDTHS = {2: (16, 64), 3: (16, 64), 4: (32, 128), 5: (32, 128), 6: (48, 192), 7: (48, 192),
                8: (64, 256), 9: (64, 256)}
+# The weight file's groups, one per convolution, in layer order (the model's layer names with "_" for "/").
+SQUEEZENET_GROUPS = ("conv1",) + tuple(f"fire{m}/{part}" for m in FIRE_WIDTHS
+                                       for part in ("squeeze1x1", "expand1x1", "expand3x3"))
 
 
 def _fire(x, module: int):
@@ -85,28 +98,76 @@ def squeezenet_base(image_size: int = 224) -> keras.Model:
     return keras.Model(inputs, x, name="squeezenet")
 
 
+def squeezenet_arrays(path) -> dict[str, tuple]:
+    """``group -> (kernel, bias)`` for every convolution of SqueezeNet v1.1 (``SQUEEZENET_GROUPS``) in a Keras-2
+    HDF5 file, in either published layout: ``conv1/uniform1`` + ``conv1/conv1_b`` (DeepCognition v0.4) or
+    ``conv1/conv1_3/kernel:0`` + ``.../bias:0`` (rcmalli): whatever lies below a group, its 4-D array is the
+    kernel and its 1-D array the bias. A missing group is an error naming it."""
+    import h5py
+
+    found = {}
+    with h5py.File(path, "r") as handle:
+        for group in SQUEEZENET_GROUPS:
+            if group not in handle:
+                layer = group.replace("/", "_")
+                raise ValueError(f"{path}: no weights for layer {layer!r} (group {group!r}).")
+            arrays = _datasets(handle[group])
+            kernels, biases = [a for a in arrays if a.ndim == 4], [a for a in arrays if a.ndim == 1]
+            if len(kernels) != 1 or len(biases) != 1:
+                raise ValueError(f"{path}: group {group!r} holds {len(kernels)} kernels and {len(biases)} biases, "
+                                 "not one of each.")
+            found[group] = (kernels[0], biases[0])
+    return found
+
+
+def squeezenet_digest(path) -> str:
+    """SHA-256 of the weights themselves: each convolution's kernel and bias (shape, then float32 values) in layer
+    order; HDF5 names and layout do not count, so both published encodings of one set of weights agree."""
+    digest = hashlib.sha256()
+    for group, arrays in squeezenet_arrays(path).items():
+        for array in arrays:
+            array = np.ascontiguousarray(array, dtype="<f4")
+            digest.update(f"{group}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+class WeightsMismatchError(ValueError):
+    """A weight file holds other weights than the ones the project expects."""
+
+
+def verify_squeezenet(path) -> Path:
+    """``path``, when its arrays are SqueezeNet v1.1's ImageNet weights (``SQUEEZENET_SHA256``); else an error
+    naming the file and what to do."""
+    try:
+        digest = squeezenet_digest(path)
+    except (OSError, ValueError) as error:  # not HDF5, or not SqueezeNet's layout
+        raise WeightsMismatchError(f"{path} is not a SqueezeNet v1.1 weight file ({error}). Delete it and "
+                                   f"download {SQUEEZENET_FILE} from {SQUEEZENET_MIRRORS[0]}.") from error
+    if digest != SQUEEZENET_SHA256:
+        raise WeightsMismatchError(
+            f"{path} holds other weights than SqueezeNet v1.1's ImageNet weights (content digest {digest[:16]}..., "
+            f"expected {SQUEEZENET_SHA256[:16]}...). Delete it and download {SQUEEZENET_FILE} from "
+            f"{SQUEEZENET_MIRRORS[0]} (or {SQUEEZENET_MIRRORS[1]}) into CXR_WEIGHTS_DIR or data/weights/.")
+    return Path(path)
+
+
 def load_squeezenet_weights(model: keras.Model, path) -> int:
     """Copy the Keras-2 HDF5 file's kernels and biases into ``model`` layer by layer; returns layers loaded.
 
     Every convolution of the model must find its weights in the file, with the same shapes: a mismatch is an
     error naming the layer, never a silent partial load.
     """
-    import h5py
-
+    arrays = squeezenet_arrays(path)
     convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
-    with h5py.File(path, "r") as handle:
-        for layer in convs:
-            group_name = layer.name.replace("_squeeze", "/squeeze").replace("_expand", "/expand")
-            if group_name not in handle:
-                raise ValueError(f"{path}: no weights for layer {layer.name!r} (group {group_name!r}).")
-            arrays = _datasets(handle[group_name])
-            kernel = next(a for a in arrays if a.ndim == 4)
-            bias = next(a for a in arrays if a.ndim == 1)
-            expected = [tuple(w.shape) for w in layer.get_weights()]
-            if [kernel.shape, bias.shape] != expected:
-                raise ValueError(f"{path}: layer {layer.name!r} expects {expected}, file has "
-                                 f"{[kernel.shape, bias.shape]}.")
-            layer.set_weights([kernel, bias])
+    for layer in convs:
+        group = layer.name.replace("_squeeze", "/squeeze").replace("_expand", "/expand")
+        kernel, bias = arrays[group]
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        if [kernel.shape, bias.shape] != expected:
+            raise ValueError(f"{path}: layer {layer.name!r} expects {expected}, file has "
+                             f"{[kernel.shape, bias.shape]}.")
+        layer.set_weights([kernel, bias])
     return len(convs)
 
 
@@ -155,7 +216,7 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
     """The convolutional base ``name`` (no top) for ``image_size`` inputs, and whether it is ImageNet-trained.
 
     Weights come from a local file first (``CXR_WEIGHTS_DIR``, then ``data/weights/``), else from Keras's
-    download (``weights="imagenet"``; for SqueezeNet, the keras-squeezenet release, checked by MD5). When both
+    download (``weights="imagenet"``; for SqueezeNet, ``download_squeezenet``, checked by content). When both
     fail the error names the missing file, unless ``allow_random`` (the quick profile): then the base keeps
     its random initialisation and the second value is False, so every output can say "random init".
     ``weights=False`` builds the random base without looking for weights (to fingerprint the architecture).
@@ -173,12 +234,15 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
                                                  input_shape=(image_size, image_size, 3)), False
     if name == "squeezenet":
         base = squeezenet_base(image_size)
-        try:
-            path = local or _download_squeezenet()
-        except Exception as error:
-            if not allow_random:
-                raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
-            return base, False
+        if local:  # a file placed by hand is checked too: other weights are an error, whatever the profile
+            path = verify_squeezenet(local)
+        else:
+            try:
+                path = download_squeezenet()
+            except Exception as error:  # noqa: BLE001 (offline, refused, tampered: one message for all)
+                if not allow_random:
+                    raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
+                return base, False
         load_squeezenet_weights(base, path)
         return base, True
     constructor = getattr(keras.applications, app)
@@ -191,9 +255,26 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
         return constructor(include_top=False, weights=None, input_shape=shape), False
 
 
-def _download_squeezenet():
-    return keras.utils.get_file(SQUEEZENET_FILE, SQUEEZENET_URL, file_hash=SQUEEZENET_MD5, hash_algorithm="md5",
-                                cache_dir=str(config.data_dir()), cache_subdir="weights")
+def download_squeezenet(mirrors=None) -> Path:
+    """Download the SqueezeNet weight file into ``data/weights/`` from the first of ``mirrors`` (default
+    ``SQUEEZENET_MIRRORS``) whose file holds the expected arrays (``verify_squeezenet``); a file that does not is deleted. Raises ``OSError`` listing what each
+    mirror gave when none did."""
+    failures = []
+    # Keras falls back to /tmp/.keras when the folder does not exist yet: make it, so the file lands in data/weights/
+    (config.data_dir() / "weights").mkdir(parents=True, exist_ok=True)
+    for url in mirrors or SQUEEZENET_MIRRORS:
+        try:
+            path = Path(keras.utils.get_file(SQUEEZENET_FILE, url, cache_dir=str(config.data_dir()),
+                                             cache_subdir="weights"))
+        except Exception as error:  # noqa: BLE001 (urllib, HTTP and Keras errors alike)
+            failures.append(f"{url}: {type(error).__name__}: {error}")
+            continue
+        try:
+            return verify_squeezenet(path)
+        except WeightsMismatchError as error:
+            path.unlink(missing_ok=True)
+            failures.append(f"{url}: {error}")
+    raise OSError("no mirror gave SqueezeNet's weights:\n  " + "\n  ".join(failures))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -53,6 +53,84 @@ def test_squeezenet_weights_are_really_loaded(monkeypatch):
     assert not np.allclose(random(_fixed_input(), training=False).numpy()[0], features)
 
 
+def write_squeezenet_file(path, arrays, layout):
+    """``arrays`` (group -> kernel, bias) as a Keras-2 HDF5 file in one of the two published layouts."""
+    with h5py.File(path, "w") as handle:
+        for group, (kernel, bias) in arrays.items():
+            if layout == "DeepCognition v0.4":  # conv1/uniform1, conv1/conv1_b
+                handle.create_dataset(f"{group}/uniform1", data=kernel)
+                handle.create_dataset(f"{group}/{group.split('/')[-1]}_b", data=bias)
+            else:  # rcmalli's git copy: conv1/conv1_3/kernel:0, conv1/conv1_3/bias:0
+                inner = f"{group}/{group.split('/')[-1]}_3"
+                handle.create_dataset(f"{inner}/kernel:0", data=kernel)
+                handle.create_dataset(f"{inner}/bias:0", data=bias)
+    return path
+
+
+def synthetic_squeezenet(seed=0):
+    """Random arrays of SqueezeNet v1.1's shapes (what a real file holds, at 3 MB)."""
+    rng = np.random.default_rng(seed)
+    model = backbones.squeezenet_base(64)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    return {group: tuple(rng.normal(0, 0.05, w.shape).astype("float32") for w in layer.weights)
+            for group, layer in zip(backbones.SQUEEZENET_GROUPS, convs)}
+
+
+@pytest.fixture
+def pinned_synthetic(tmp_path, monkeypatch):
+    """Synthetic weights in both layouts, with the project's pinned digest set to theirs."""
+    arrays = synthetic_squeezenet()
+    files = {layout: write_squeezenet_file(tmp_path / f"{layout.split()[0]}.h5", arrays, layout)
+             for layout in ("DeepCognition v0.4", "rcmalli")}
+    monkeypatch.setattr(backbones, "SQUEEZENET_SHA256", backbones.squeezenet_digest(files["DeepCognition v0.4"]))
+    return arrays, files
+
+
+def test_both_published_encodings_of_the_same_weights_have_one_digest(pinned_synthetic, tmp_path):
+    arrays, files = pinned_synthetic
+    assert files["rcmalli"].read_bytes() != files["DeepCognition v0.4"].read_bytes()
+    assert backbones.squeezenet_digest(files["rcmalli"]) == backbones.SQUEEZENET_SHA256
+    arrays["fire5/expand3x3"][1][7] += 1e-6  # one bias, changed in its last bits
+    changed = write_squeezenet_file(tmp_path / "changed.h5", arrays, "rcmalli")
+    assert backbones.squeezenet_digest(changed) != backbones.SQUEEZENET_SHA256
+
+
+def test_a_download_in_the_other_encoding_loads_and_a_tampered_one_is_refused(pinned_synthetic, tmp_path,
+                                                                              isolated_data_dir):
+    """The real download function, fed through file:// URLs: the first mirror serves changed arrays (refused and
+    deleted), the second the right arrays in rcmalli's layout (kept, and the base holds them)."""
+    arrays, files = pinned_synthetic
+    tampered = {group: (kernel * 1.01, bias) for group, (kernel, bias) in arrays.items()}
+    bad = write_squeezenet_file(tmp_path / "bad.h5", tampered, "DeepCognition v0.4")
+    mirrors = (bad.as_uri(), files["rcmalli"].as_uri())
+    with pytest.raises(OSError, match=r"(?s)bad.h5.*other weights than SqueezeNet"):
+        backbones.download_squeezenet(mirrors[:1])
+    assert not (isolated_data_dir / "weights" / backbones.SQUEEZENET_FILE).exists()  # deleted, not kept
+    path = backbones.download_squeezenet(mirrors)
+    assert path == isolated_data_dir / "weights" / backbones.SQUEEZENET_FILE
+    base, pretrained = backbones.backbone("squeezenet", 64)  # now found locally, verified again
+    assert pretrained
+    np.testing.assert_array_equal(base.get_layer("fire9_expand3x3").get_weights()[0], arrays["fire9/expand3x3"][0])
+
+
+def test_a_local_file_with_other_weights_is_an_error_naming_it(pinned_synthetic, tmp_path, monkeypatch):
+    arrays, _ = pinned_synthetic
+    other = {group: (kernel + 0.5, bias) for group, (kernel, bias) in arrays.items()}
+    (tmp_path / "mine").mkdir()
+    write_squeezenet_file(tmp_path / "mine" / backbones.SQUEEZENET_FILE, other, "rcmalli")
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "mine"))
+    with pytest.raises(backbones.WeightsMismatchError, match=r"mine/squeezenet_weights.*other weights.*Delete it"):
+        backbones.backbone("squeezenet", 64, allow_random=True)  # a wrong file is never silently replaced
+
+
+@needs_weights
+def test_the_pinned_digest_is_that_of_the_published_file_in_either_encoding(tmp_path):
+    real = Path(SHARED_WEIGHTS_DIR) / backbones.SQUEEZENET_FILE
+    assert backbones.squeezenet_digest(real) == backbones.SQUEEZENET_SHA256
+    recoded = write_squeezenet_file(tmp_path / "rcmalli.h5", backbones.squeezenet_arrays(real), "rcmalli")
+    assert backbones.verify_squeezenet(recoded) == recoded
+
+
 def test_missing_weights_name_the_file_or_fall_back_to_random_when_allowed(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")
@@ -90,19 +168,15 @@ def test_local_weights_are_found_in_cxr_weights_dir_then_data(tmp_path, monkeypa
     assert backbones.local_weights(name) == tmp_path / "mine" / name
 
 
-@pytest.mark.parametrize("kernel_shape, names", [
-    ((3, 3, 3, 64), "fire2_squeeze1x1"),  # conv1 is right, but the file stops there
-    ((5, 5, 3, 64), "conv1"),             # conv1 has the wrong kernel size
-])
-def test_incomplete_or_mismatched_weight_file_is_refused(tmp_path, kernel_shape, names):
+def test_incomplete_or_mismatched_weight_file_is_refused(tmp_path):
     model = backbones.squeezenet_base(64)
-    path = tmp_path / "weights.h5"
-    with h5py.File(path, "w") as handle:
-        group = handle.create_group("conv1")
-        group.create_dataset("kernel", data=np.zeros(kernel_shape, "float32"))
-        group.create_dataset("bias", data=np.zeros(64, "float32"))
-    with pytest.raises(ValueError, match=names):
-        backbones.load_squeezenet_weights(model, path)
+    arrays = synthetic_squeezenet()
+    incomplete = {"conv1": arrays["conv1"]}  # conv1 is right, but the file stops there
+    with pytest.raises(ValueError, match="fire2_squeeze1x1"):
+        backbones.load_squeezenet_weights(model, write_squeezenet_file(tmp_path / "a.h5", incomplete, "rcmalli"))
+    wrong = {**arrays, "conv1": (np.zeros((5, 5, 3, 64), "float32"), arrays["conv1"][1])}  # wrong kernel size
+    with pytest.raises(ValueError, match=r"'conv1' expects \[\(3, 3, 3, 64\)"):
+        backbones.load_squeezenet_weights(model, write_squeezenet_file(tmp_path / "b.h5", wrong, "rcmalli"))
 
 
 def small_densenet(include_top, weights, input_shape):
