@@ -239,7 +239,7 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
         else:
             try:
                 path = download_squeezenet()
-            except Exception as error:  # noqa: BLE001 (offline, refused, tampered: one message for all)
+            except Exception as error:
                 if not allow_random:
                     raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
                 return base, False

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import ast
 import sys
-import tomllib
 from importlib import metadata
+
+import tomllib
 
 from helpers import config
 
