@@ -3,6 +3,7 @@
     python benchmarks/budgets.py               # make bench: input pipeline and feature cache (about 3 min)
     python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (about 63 min)
     python benchmarks/budgets.py precision     # training speed in mixed bfloat16 against float32 (about 8 min)
+    python benchmarks/budgets.py speed [--isa AVX2]  # the speed index against the reference machine (1 min)
 
 Components (``make bench``):
 
@@ -179,6 +180,97 @@ def precision(args) -> None:
             "", *lines])
 
 
+# The reference machine (the slowest of this kind we know: 2 cores, AVX2, no AVX-512/AMX, float32): training
+# images/s with train_on_batch, batch 32, float32, random images, after a warm-up (issue "An hour on an ordinary
+# CPU"). Budgets are for it; a machine's speed index is its own rate over these, net by net.
+REFERENCE_RATES = {"polazaro_baseline": (128, 33.6), "polazaro_inception_aug": (128, 7.3), "red_david": (64, 21.7),
+                   "red_alberto": (64, 14.1), "squeezenet_ft2": (224, 15.7)}
+
+
+def bare_training_rate(run: str, size: int, seconds: float = 8.0) -> float:
+    """Training images/s of ``run``'s model at ``size`` px in float32 with ``train_on_batch`` on one batch of 32
+    random images (the reference's method): two warm-up steps, then steps for at least ``seconds``."""
+    import dataclasses
+
+    from helpers import config, experiments
+
+    profile = dataclasses.replace(config.current("cpu"), allow_random_weights=True)
+    exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32")
+    model = trainable_model(exp, profile)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (32, size, size, 3)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    for _ in range(2):
+        model.train_on_batch(x, y)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.train_on_batch(x, y)
+        steps += 1
+    return 32 * steps / (time.perf_counter() - start)
+
+
+def pipeline_fit_rate(index, run: str, size: int, images: int, epochs: int = 3) -> dict:
+    """``model.fit`` of ``run``'s model (float32, at ``size`` px) on the project's own training pipeline
+    (``training``'s datasets: decode, cache, shuffle, oversampling and augmentation where the run has them), on
+    ``images`` training rows: images/s and CPU use (process CPU time over wall time; 200 % is both of 2 cores
+    busy), the median of ``epochs`` epochs after a warm-up epoch."""
+    import dataclasses
+
+    from helpers import config, data, experiments, training
+
+    profile = dataclasses.replace(config.current("cpu"), allow_random_weights=True)
+    exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32")
+    split = data.load_split(index, exp.protocol, profile)
+    train = split[split["split"] == "train"].sample(images, random_state=profile.seed)
+    train_ds, _, n_train = training._image_datasets(exp, profile, train.assign(split="train"))
+    model = trainable_model(exp, profile)
+    model.fit(train_ds, epochs=1, verbose=0)  # warm-up: tracing, and the pipeline's cache of decoded images
+    rates, cpu = [], []
+    for _ in range(epochs):
+        wall, busy = time.perf_counter(), time.process_time()
+        model.fit(train_ds, epochs=1, verbose=0)
+        wall, busy = time.perf_counter() - wall, time.process_time() - busy
+        rates.append(n_train / wall)
+        cpu.append(busy / wall)
+    return {"run": run, "size": size, "images": n_train, "rate": float(np.median(rates)),
+            "cpu": float(np.median(cpu))}
+
+
+def speed(args) -> None:
+    """The speed index: this machine's bare float32 training rates against the reference machine's, net by net
+    (and, with ``--isa AVX2``, with oneDNN held to AVX2 in a child process: the instruction set's effect alone)."""
+    if args.isa:
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": args.isa}
+        subprocess.run([sys.executable, __file__, "speed", "--images", str(args.images)]
+                       + (["--fit"] if args.fit else []), env=env, check=True)
+        return
+    from helpers import data
+
+    dataset = data.index_dataset(data.find_dataset(), progress=False) if args.fit else None
+    lines = ["| net | input px | here, train_on_batch (img/s) | reference (img/s) | here / reference |"
+             + (" fit on the pipeline (img/s, CPU use) | fit / train_on_batch |" if args.fit else ""),
+             "|---|---|---|---|---|" + ("---|---|" if args.fit else "")]
+    ratios = []
+    for run, (size, reference) in REFERENCE_RATES.items():
+        bare = bare_training_rate(run, size)
+        ratios.append(bare / reference)
+        line = f"| `{run}` | {size} | {bare:.1f} | {reference:.1f} | {bare / reference:.2f} |"
+        if args.fit:
+            fit = pipeline_fit_rate(dataset, run, size, args.images)
+            line += f" {fit['rate']:.1f} ({fit['cpu']:.0%}) | {fit['rate'] / bare:.0%} |"
+        lines.append(line)
+        print(line, flush=True)
+    index = float(np.exp(np.mean(np.log(ratios))))
+    lines.append(f"| **speed index** (geometric mean) | | | | **{index:.2f}** |" + (" | |" if args.fit else ""))
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "as the CPU allows")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    features = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags.split())
+    record(f"Speed index against the reference machine (oneDNN ISA: {isa})",
+           [(f"train_on_batch, batch 32, float32, random images, 2 warm-up steps then at least 8 s per net; CPU "
+             f"features: {features}. A time measured here, times the speed index (or the ratio of the net that "
+             "dominates it), estimates the reference machine's."), "", *lines])
+
+
 def components(args) -> None:
     from helpers import data
 
@@ -254,7 +346,8 @@ def end_to_end(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "precision"], default="components")
+    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "precision", "speed"],
+                        default="components")
     parser.add_argument("--images", type=int, default=320, help="training images per epoch (doubled for the "
                         "faster polazaro baseline and the cache)")
     parser.add_argument("--epochs", type=int, default=7)
@@ -264,9 +357,12 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", help="precision: only these runs (default: every scratch net and "
                         "squeezenet_ft)")
     parser.add_argument("--keep", help="end-to-end: folder to clone into and keep (default: a temporary one)")
+    parser.add_argument("--isa", help="speed: hold oneDNN to this instruction set (e.g. AVX2), in a child process")
+    parser.add_argument("--fit", action="store_true", help="speed: also fit each net on the project's pipeline "
+                        "(--images training rows) and compare with train_on_batch")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    {"components": components, "end-to-end": end_to_end, "precision": precision}[args.what](args)
+    {"components": components, "end-to-end": end_to_end, "precision": precision, "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":

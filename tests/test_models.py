@@ -84,7 +84,8 @@ def _bright_square_batch(n=24, size=32, seed=0):
 def test_every_net_trains_and_its_loss_goes_down(name):
     x, y = _bright_square_batch()
     model = models.build(name, 32)
-    model.compile("adam", "sparse_categorical_crossentropy")
+    # eagerly: tracing Red David's 200-layer graph for 8 steps took 25 of this test's 35 s, and checks nothing
+    model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
     before = model.evaluate(x, y, verbose=0)
     for _ in range(8):
         model.train_on_batch(x, y)

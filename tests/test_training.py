@@ -65,14 +65,15 @@ def test_interrupted_run_resumes_at_the_next_epoch_and_leaves_no_record(tiny):
 
 def test_a_two_stage_run_resumes_in_its_second_stage_without_training_the_head_again(tiny, offline_weights):
     _, index, profile = tiny
+    profile = dataclasses.replace(profile, max_epochs=2)  # two epochs a stage: enough to resume in the second
     exp = experiments.experiment("squeezenet_ft2", profile)
     split = quiet_split(index, profile, exp.protocol)
     with pytest.raises(Interrupt):
         training.train(exp, profile, split, callbacks=[StopInFineTuning()], verbose=0)
     begun = EpochsBegun()
     record = training.train(exp, profile, split, callbacks=[begun], verbose=0)
-    assert [name.startswith("head_") for name, _ in begun.begun] == [False, False]  # no head epoch again
-    assert begun.epochs() == [1, 2]
+    assert [name.startswith("head_") for name, _ in begun.begun] == [False]  # no head epoch again
+    assert begun.epochs() == [1]
     assert record.history["stage"].tolist() == ["head"] * exp.head_epochs + ["fine-tune"] * exp.epochs
     assert record.history["epoch"].tolist() == list(range(exp.head_epochs + exp.epochs))
 
