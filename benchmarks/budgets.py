@@ -216,13 +216,15 @@ def pipeline_fit_rate(index, run: str, size: int, images: int, epochs: int = 3) 
     busy), the median of ``epochs`` epochs after a warm-up epoch."""
     import dataclasses
 
+    import pandas as pd
+
     from helpers import config, data, experiments, training
 
     profile = dataclasses.replace(config.current("cpu"), allow_random_weights=True)
     exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32")
     split = data.load_split(index, exp.protocol, profile)
     train = split[split["split"] == "train"].sample(images, random_state=profile.seed)
-    train_ds, _, n_train = training._image_datasets(exp, profile, train.assign(split="train"))
+    train_ds, _, n_train = training._image_datasets(exp, profile, pd.concat([train, split[split["split"] == "val"]]))
     model = trainable_model(exp, profile)
     model.fit(train_ds, epochs=1, verbose=0)  # warm-up: tracing, and the pipeline's cache of decoded images
     rates, cpu = [], []
