@@ -18,9 +18,13 @@ SEED = 42
 
 
 def data_dir() -> Path:
-    """Where caches, splits, downloads and run records go: ``data/``, or ``CXR_WORK_DIR`` (another disk, or a
-    test's own folder). Read when called, so a variable set after ``import helpers`` still counts."""
-    return Path(os.environ.get("CXR_WORK_DIR") or ROOT / "data").expanduser()
+    """Where caches, splits, downloads and run records go: ``CXR_WORK_DIR`` (another disk, or a test's own
+    folder), else the checkout's ``data/``; for helpers installed with ``pip install .`` (no checkout around
+    them), ``data/`` in the current folder, never site-packages. Read when called, so a variable set after
+    ``import helpers`` still counts."""
+    if os.environ.get("CXR_WORK_DIR"):
+        return Path(os.environ["CXR_WORK_DIR"]).expanduser()
+    return (ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd()) / "data"
 
 
 @dataclass(frozen=True)

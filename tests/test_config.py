@@ -28,6 +28,13 @@ def test_the_work_folder_is_read_when_asked_for_not_when_imported(tmp_path, monk
     assert config.data_dir() == config.ROOT / "data"
 
 
+def test_installed_helpers_work_in_the_current_folder_not_in_site_packages(tmp_path, monkeypatch):
+    monkeypatch.delenv("CXR_WORK_DIR")
+    monkeypatch.setattr(config, "ROOT", tmp_path / "site-packages")  # no pyproject.toml beside the package
+    monkeypatch.chdir(tmp_path)
+    assert config.data_dir() == tmp_path / "data"
+
+
 def test_an_unknown_profile_names_itself_and_the_choices(monkeypatch):
     monkeypatch.setenv("CXR_PROFILE", "fast")
     with pytest.raises(ValueError, match="'fast'.*quick, cpu, full"):

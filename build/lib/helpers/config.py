@@ -1,0 +1,172 @@
+"""Profiles (how much compute a run may use) and the project's paths.
+
+Every notebook starts with ``cfg = config.current()`` and prints ``cfg.summary()``, so a reader always
+knows which profile produced the outputs in front of them. ``CXR_PROFILE`` picks the profile.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES_DIR = ROOT / "figures"
+SEED = 42
+
+
+def data_dir() -> Path:
+    """Where caches, splits, downloads and run records go: ``data/``, or ``CXR_WORK_DIR`` (another disk, or a
+    test's own folder). Read when called, so a variable set after ``import helpers`` still counts."""
+    return Path(os.environ.get("CXR_WORK_DIR") or ROOT / "data").expanduser()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much compute a profile spends and where it writes; what differs between profiles lives here.
+
+    The runs themselves (model, input size, epochs, ...) are ``experiments.experiment(name, profile)``: it
+    applies ``scheme_settings``, then ``run_settings`` (a run's own entry wins field by field) and the quick
+    profile's caps to the published runs, and ``experiments.settings_table`` prints what each run really uses.
+    """
+
+    name: str
+    description: str
+    max_per_class: int | None = None  # cap per class after the protocol's own selection (quick only)
+    seed: int = SEED
+    backbones: tuple[str, ...] = ("squeezenet",)  # backbones that get EC / FT runs
+    progression_backbone: str = "squeezenet"      # the backbone of the thesis's V0-V3 progression
+    allow_random_weights: bool = False  # a backbone without ImageNet weights: error (False) or random init
+    figures_subdir: str | None = ""     # "" -> the committed figures/; "x" -> figures/x; None -> the runs folder
+    scheme_settings: Mapping[str, Mapping] = field(default_factory=dict)  # scheme (ft, ft2, ...) -> changed fields
+    run_settings: Mapping[str, Mapping] = field(default_factory=dict)     # run name -> changed fields (win)
+    image_sizes: Mapping[str, int] = field(default_factory=dict)  # family (scratch, EC, FT) -> input size
+    max_epochs: int | None = None        # cap on every stage's epochs (quick)
+    max_views: int | None = None         # cap on cached augmented views per image (quick)
+    batch_size: int | None = None        # one batch size for every run (quick)
+    early_stopping: bool = True          # False: runs go their full (capped) length
+    # how long a missing run takes, when no committed timing of this profile says it (``training.expected_minutes``)
+    run_time_hint: str = "time unknown (no committed timing for these runs)"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Run records of this profile: ``data/runs/<profile>/``."""
+        return data_dir() / "runs" / self.name
+
+    @property
+    def figures_dir(self) -> Path:
+        """Where ``plots.save`` and the results table write (the committed ``figures/`` for the cpu profile)."""
+        if self.figures_subdir is None:
+            return self.runs_dir / "figures"
+        return FIGURES_DIR / self.figures_subdir
+
+    @property
+    def splits_dir(self) -> Path:
+        """Saved splits (``data.load_split``): shared by every profile, named by protocol, cap and seed."""
+        return data_dir() / "splits"
+
+    def summary(self) -> str:
+        """One line: the profile, its data cap and seed, the Keras stack and where figures go. The settings of
+        the runs themselves are printed by ``experiments.settings_table``."""
+        cap = "all images" if self.max_per_class is None else f"<= {self.max_per_class} images/class"
+        weights = "random init where ImageNet weights are missing" if self.allow_random_weights else "ImageNet"
+        return (f"profile={self.name} ({self.description}) | {cap} | seed={self.seed} | backbones: "
+                f"{', '.join(self.backbones)} ({weights}) | keras {keras.__version__} ({keras.backend.backend()})"
+                f" | figures -> {short_path(self.figures_dir)}")
+
+
+def short_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it, else to ``$CXR_WORK_DIR`` when it is inside that
+    (for messages and summaries: no machine-specific paths in a notebook's outputs)."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        pass
+    if os.environ.get("CXR_WORK_DIR"):
+        try:
+            return f"$CXR_WORK_DIR/{path.relative_to(data_dir())}"
+        except ValueError:
+            pass
+    return str(path)
+
+
+def bfloat16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16): where mixed bfloat16 trains
+    faster for some nets (benchmarks/results.md). Without native support it is emulated, and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: keep float32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# A run setting that means: mixed bfloat16 where this CPU computes it natively, else float32. It is resolved
+# when a run's settings are made (``resolve_precision``), so importing the helpers reads no CPU flags.
+FAST_PRECISION = "fast"
+
+
+def resolve_precision(precision: str) -> str:
+    """The Keras dtype policy a run uses: ``precision`` itself, or for ``FAST_PRECISION`` mixed bfloat16 where
+    the CPU supports it (``bfloat16_supported``) and float32 elsewhere."""
+    if precision != FAST_PRECISION:
+        return precision
+    return "mixed_bfloat16" if bfloat16_supported() else "float32"
+
+ALL_BACKBONES = ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet")
+PROFILES = {
+    "quick": Profile(
+        "quick", "smoke test: every code path, tiny data", max_per_class=40,
+        # SqueezeNet (the cpu profile's) and one Keras application with batch norm: the transfer code is the same
+        # for every backbone; tests/test_backbones.py builds each of the others (four fewer runs in make test)
+        backbones=("densenet121", "squeezenet"),
+        allow_random_weights=True, figures_subdir=None,
+        image_sizes={"scratch": 64,  # a multiple of 32 (Red David pools five times)
+                     "EC": 96, "FT": 96},  # the full profile's InceptionV3 needs at least 75 px, Xception 71
+        # the cpu profile's bfloat16 code path, on SqueezeNet only (the other backbones' quick runs were slower in it)
+        run_settings={name: {"precision": FAST_PRECISION}
+                      for name in ("squeezenet_ft2", "squeezenet_ft2_long", "squeezenet_ft2_all")},
+        max_epochs=1, max_views=1, batch_size=16, early_stopping=False,
+        run_time_hint="a few seconds to a minute per run in the quick profile"),
+    "cpu": Profile(
+        "cpu", "default: a 2-core laptop in about an hour",
+        # what a 2-core laptop affords (training speeds measured in notebook 02): smaller inputs, fewer epochs
+        run_settings={
+            "polazaro_baseline": {"image_size": 128, "epochs": 15, "precision": FAST_PRECISION},
+            # the augmented nets' best validation epochs came early (8th and 3rd of 15 and 8): shorter runs
+            "polazaro_baseline_aug": {"image_size": 128, "epochs": 10, "precision": FAST_PRECISION},
+            "polazaro_inception_aug": {"image_size": 128, "epochs": 4, "precision": FAST_PRECISION},
+            # 64 px (a multiple of 32: Red David pools five times); 96 px cost 16 of make run's minutes
+            "red_david": {"image_size": 64, "epochs": 10},
+            "red_alberto": {"image_size": 64, "epochs": 8},  # at most the 8 epochs the thesis's early stopping ran
+            # twice the ft2 runs' second stage, as in the full profile
+            "squeezenet_ft2_long": {"epochs": 16},
+            # every image: 3.3x the training images per epoch, so half the epochs (1.6x the thesis run's steps)
+            # and one augmented view for its head stage (extracting five took 3 of make run's minutes)
+            "squeezenet_ft2_all": {"epochs": 4, "views": 1},
+        },
+        # Mixed bfloat16 where the CPU has it and it was measured faster and no worse (benchmarks/results.md):
+        # the two-stage fine-tuning and the polazaro nets; not the thesis's scratch nets (no faster), not
+        # frozen-feature runs, and not the thesis's one-stage SGD fine-tuning, which diverged in bfloat16.
+        # Fine-tuning at 224 px is costly; the one-stage recipe collapses in its first epoch (best: epoch 1 of 8).
+        scheme_settings={"ft": {"epochs": 3}, "ft2": {"epochs": 8, "precision": FAST_PRECISION}}),
+    "full": Profile(
+        "full", "the thesis as written: published epochs and 224 px, needs a GPU and ImageNet weights",
+        backbones=ALL_BACKBONES, progression_backbone="densenet121", figures_subdir="full",
+        run_time_hint="hours without a GPU in the full profile"),
+}
+DEFAULT_PROFILE = "cpu"
+
+
+def current(name: str | None = None, *, set_seed: bool = True) -> Profile:
+    """The profile named by ``name`` or ``CXR_PROFILE`` (default ``cpu``); seeds Python, NumPy and Keras."""
+    name = (name or os.environ.get("CXR_PROFILE") or DEFAULT_PROFILE).strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r} (from CXR_PROFILE?). Choose one of: {', '.join(PROFILES)}.")
+    profile = PROFILES[name]
+    if set_seed:
+        keras.utils.set_random_seed(profile.seed)
+    return profile
+
