@@ -571,7 +571,12 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, *, train
         ds = ds.map(mixed)  # serially, like the augmentation
     if preprocess is not None:
         ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # tf.data's autotuner off: with it, on 2 cores, many epochs of `fit` ended on a multiple of about 10.3 s
+    # whatever the net (one batch a second at 100 % CPU); without it, epochs ran at 83-100 % of the net's bare
+    # training rate with both cores busy (benchmarks/results.md, 2026-12-04). AUTOTUNE then means TF's defaults.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def layer_seeds(seed: int, count: int) -> list[int]:
