@@ -72,13 +72,13 @@ class Profile:
         return data_dir() / "splits"
 
     def summary(self) -> str:
-        """One line: the profile, its data cap and seed, the Keras stack and where figures go. The settings of
-        the runs themselves are printed by ``experiments.settings_table``."""
+        """One line: the profile, its data cap and seed, the Keras stack, the device it trains on and where figures
+        go. The settings of the runs themselves are printed by ``experiments.settings_table``."""
         cap = "all images" if self.max_per_class is None else f"<= {self.max_per_class} images/class"
         weights = "random init where ImageNet weights are missing" if self.allow_random_weights else "ImageNet"
         return (f"profile={self.name} ({self.description}) | {cap} | seed={self.seed} | backbones: "
                 f"{', '.join(self.backbones)} ({weights}) | keras {keras.__version__} ({keras.backend.backend()})"
-                f" | figures -> {short_path(self.figures_dir)}")
+                f" | device: {device()} | figures -> {short_path(self.figures_dir)}")
 
 
 def short_path(path: Path) -> str:
@@ -107,16 +107,35 @@ def bfloat16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-# A run setting that means: mixed bfloat16 where this CPU computes it natively, else float32. It is resolved
-# when a run's settings are made (``resolve_precision``), so importing the helpers reads no CPU flags.
+def gpu_name() -> str | None:
+    """The name of the first GPU TensorFlow sees (e.g. "NVIDIA H200"), or None on a machine without one."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+
+
+def device() -> str:
+    """The device training runs on, for the header line every notebook prints: a GPU by name, else the CPU."""
+    gpu = gpu_name()
+    return f"GPU ({gpu})" if gpu else f"CPU ({os.cpu_count()} cores)"
+
+
+# A run setting that means: the fastest precision this machine trains in well. On a GPU mixed float16 (Keras
+# scales the loss); on a CPU that computes bfloat16 natively mixed bfloat16; else float32. It is resolved when a
+# run's settings are made (``resolve_precision``), so importing the helpers reads no device or CPU flags.
 FAST_PRECISION = "fast"
 
 
 def resolve_precision(precision: str) -> str:
-    """The Keras dtype policy a run uses: ``precision`` itself, or for ``FAST_PRECISION`` mixed bfloat16 where
-    the CPU supports it (``bfloat16_supported``) and float32 elsewhere."""
+    """The Keras dtype policy a run uses: ``precision`` itself, or for ``FAST_PRECISION`` mixed float16 on a GPU,
+    mixed bfloat16 where the CPU supports it (``bfloat16_supported``), and float32 elsewhere."""
     if precision != FAST_PRECISION:
         return precision
+    if gpu_name():
+        return "mixed_float16"
     return "mixed_bfloat16" if bfloat16_supported() else "float32"
 
 ALL_BACKBONES = ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet")
@@ -159,6 +178,9 @@ PROFILES = {
     "full": Profile(
         "full", "the thesis as written: published epochs and 224 px, needs a GPU and ImageNet weights",
         backbones=ALL_BACKBONES, progression_backbone="densenet121", figures_subdir="full",
+        # mixed float16 on a GPU for the nets trained on images, as the cpu profile's fast precision; not the
+        # thesis's one-stage SGD fine-tuning, which diverged in bfloat16 on a CPU (untested on a GPU so far)
+        scheme_settings={"scratch": {"precision": FAST_PRECISION}, "ft2": {"precision": FAST_PRECISION}},
         run_time_hint="hours without a GPU in the full profile"),
 }
 DEFAULT_PROFILE = "cpu"

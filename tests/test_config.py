@@ -43,7 +43,17 @@ def test_an_unknown_profile_names_itself_and_the_choices(monkeypatch):
     assert config.current(set_seed=False).name == "quick"
 
 
+def test_on_a_gpu_the_fast_precision_is_float16_and_the_header_names_the_gpu(monkeypatch):
+    monkeypatch.setattr(config, "gpu_name", lambda: "NVIDIA H200")
+    monkeypatch.setattr(config, "bfloat16_supported", lambda: True)
+    assert config.resolve_precision(config.FAST_PRECISION) == "mixed_float16"
+    assert "| device: GPU (NVIDIA H200) |" in config.PROFILES["full"].summary()
+    monkeypatch.setattr(config, "gpu_name", lambda: None)
+    assert "| device: CPU (" in config.PROFILES["cpu"].summary()
+
+
 def test_the_fast_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    monkeypatch.setattr(config, "gpu_name", lambda: None)
     monkeypatch.setattr(config, "bfloat16_supported", lambda: True)
     assert config.resolve_precision(config.FAST_PRECISION) == "mixed_bfloat16"
     monkeypatch.setattr(config, "bfloat16_supported", lambda: False)

@@ -20,7 +20,17 @@ def test_a_run_s_own_settings_merge_with_its_scheme_s_field_by_field():
     assert untouched == experiments.PUBLISHED["squeezenet_ec"]
 
 
+def test_the_full_profile_trains_in_mixed_float16_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(config, "gpu_name", lambda: "NVIDIA H200")
+    full = config.PROFILES["full"]
+    assert experiments.experiment("xception_ft2", full).precision == "mixed_float16"
+    assert experiments.experiment("red_david", full).precision == "mixed_float16"
+    assert experiments.experiment("xception_ft", full).precision == "float32"  # the thesis's one-stage SGD
+    assert experiments.experiment("xception_ec", full).precision == "float32"  # frozen features: no training
+
+
 def test_the_fast_precision_is_resolved_when_a_run_is_made(monkeypatch):
+    monkeypatch.setattr(config, "gpu_name", lambda: None)
     for supported, expected in ((True, "mixed_bfloat16"), (False, "float32")):
         monkeypatch.setattr(config, "bfloat16_supported", lambda supported=supported: supported)
         assert experiments.experiment("squeezenet_ft2", config.PROFILES["cpu"]).precision == expected
