@@ -306,3 +306,15 @@ def test_an_image_that_cannot_be_decoded_mid_training_is_named(tiny, tmp_path):
     exp = experiments.experiment("polazaro_baseline", profile)
     with pytest.raises(data.UndecodableImageError, match=victim.split("/")[-1]):
         training.train(exp, profile, split, verbose=0)
+
+
+def test_peak_memory_is_in_megabytes_on_linux_and_macos(monkeypatch):
+    """ru_maxrss counts kilobytes on Linux and bytes on macOS: 2 GB must read as 2048 MB on both."""
+    import resource
+    import sys
+    from types import SimpleNamespace
+
+    for platform, peak in (("linux", 2 * 1024**2), ("darwin", 2 * 1024**3)):
+        monkeypatch.setattr(sys, "platform", platform)
+        monkeypatch.setattr(resource, "getrusage", lambda who, peak=peak: SimpleNamespace(ru_maxrss=peak))
+        assert training.peak_memory_mb() == pytest.approx(2048)
