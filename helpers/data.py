@@ -241,6 +241,12 @@ def undecodable(paths) -> list[tuple[str, str]]:
     return bad
 
 
+def _listing(problems: list[tuple[str, str]], limit: int = 20) -> str:
+    """``path: why`` lines for a message about files, the first ``limit`` of them, then how many more."""
+    lines = [f"  {path}: {why}" for path, why in problems[:limit]]
+    return "\n".join(lines + ([f"  ... and {len(problems) - limit} more"] if len(problems) > limit else []))
+
+
 @contextlib.contextmanager
 def naming_undecodable(frame: pd.DataFrame):
     """Around a pass over ``frame``'s images (fit, predict, feature extraction): a TensorFlow error raised by the
@@ -254,9 +260,8 @@ def naming_undecodable(frame: pd.DataFrame):
         bad = undecodable(frame["path"].unique())
         if not bad:
             raise
-        listed = "\n".join(f"  {path}: {why}" for path, why in bad[:20])
         raise UndecodableImageError(
-            f"{len(bad)} image(s) could not be decoded (changed since the dataset was indexed?):\n{listed}\n"
+            f"{len(bad)} image(s) could not be decoded (changed since the dataset was indexed?):\n{_listing(bad)}\n"
             "Replace or remove them; the index reads them again when their size or time changes.") from error
 
 
@@ -278,8 +283,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
 
     problems: list[tuple[str, str]] = []
     files: list[tuple[str, Path]] = []
-    unknown_folders = [child.name for child in sorted(root.iterdir()) if child.is_dir()
-                       and not child.name.startswith(".") and _class_of(child) is None]
+    unknown_folders = [child.name for child in _subfolders(root, []) if _class_of(child) is None]
     for label in include:
         if label not in folders:
             others = (f" Folders not recognised as a class: {', '.join(unknown_folders)} (known names: "
@@ -322,9 +326,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
     if cache and not frame.empty:
         _atomic_csv(frame, cache_file)
     if problems:
-        listed = "\n".join(f"  {p}: {why}" for p, why in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        warnings.warn(f"{len(problems)} file(s) left out of the index:\n{listed}{more}", stacklevel=2)
+        warnings.warn(f"{len(problems)} file(s) left out of the index:\n{_listing(problems)}", stacklevel=2)
     if frame.empty:
         raise DatasetNotFoundError(f"No readable image of the classes {list(include)} in {root}.")
     frame.attrs["root"] = str(root)
