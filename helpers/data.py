@@ -364,6 +364,21 @@ def sample_per_class(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_index() if parts else frame
 
 
+def cap_training(split: pd.DataFrame, n: int | None, seed: int = config.SEED) -> pd.DataFrame:
+    """``split`` with its training rows cut to a seeded sample of ``n``, stratified by class (scikit-learn);
+    validation and test untouched. Used to train on the ``all`` protocol with the thesis protocol's training size,
+    so the two differ in who is in training, not in how much. ``n`` None or at least the training size: unchanged."""
+    from sklearn.model_selection import train_test_split
+
+    train = split[split["split"] == "train"]
+    if n is None or n >= len(train):
+        return split
+    kept, _ = train_test_split(train, train_size=n, stratify=train["label"], random_state=seed)
+    capped = split[(split["split"] != "train") | split.index.isin(kept.index)]
+    capped.attrs = dict(split.attrs)
+    return capped
+
+
 def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | None = None,
                     seed: int = config.SEED) -> pd.DataFrame:
     """The protocol's images: the first ids of each class, as many as it asks for (and at most ``max_per_class``).

@@ -24,6 +24,7 @@ class Experiment:
     learning_rate: float = 1e-3
     augment: str | None = None      # "thesis" (flip, zoom, brightness) or "polazaro" (flip, rotation)
     oversample_covid: int = 0       # extra, augmented copies of every COVID training image
+    max_train: int | None = None    # training images: a stratified, seeded sample of this many (data.cap_training)
     early_stopping: int | None = None  # patience on validation loss; best weights restored
     scheme: str = "scratch"         # scratch | v0 (untrained head) | ec (frozen base) | ft (one stage) | ft2
     head: str | None = None         # thesis head on pooled features: v1, v2, v2reg (backbone runs only)
@@ -148,10 +149,10 @@ PUBLISHED = {**FULL, **TRANSFER, **BEYOND}
 
 def transfer_runs(profile: config.Profile, scheme: str | None = None) -> list[str]:
     """Names of the transfer runs the profile makes (all, or one kind: v0, v1, v2, ec, ft, ft2), the runs
-    beyond the thesis (``BEYOND``) last among the ft2 runs."""
+    beyond the thesis (``BEYOND``, less the profile's ``skip_runs``) last among the ft2 runs."""
     runs = [(kind, f"{profile.progression_backbone}_{kind}") for kind in ("v0", "v1", "v2")]
     runs += [(kind, f"{backbone}_{kind}") for backbone in profile.backbones for kind in ("ec", "ft", "ft2")]
-    runs += [("ft2", name) for name in BEYOND]
+    runs += [("ft2", name) for name in BEYOND if name not in profile.skip_runs]
     return [name for kind, name in runs if scheme is None or kind == scheme]
 
 

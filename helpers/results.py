@@ -131,7 +131,7 @@ def table_row(record) -> dict:
     row = {
         "model": record.name, "family": experiments.FAMILY[cfg["scheme"]], "backbone": cfg["model"],
         "pretrained": bool(m.get("pretrained")), "diverged": bool(m.get("diverged")), "protocol": cfg["protocol"],
-        "image_size": cfg["image_size"],
+        "image_size": cfg["image_size"], "precision": cfg.get("precision", "float32"),
         "epochs": m["epochs_run"],
         "selected_epoch": None if m.get("selected_epoch") is None else m["selected_epoch"] + 1,
         "loss": at_selected.get("loss"), "accuracy": at_selected.get("accuracy"),
@@ -199,7 +199,7 @@ def mcnemar(right_a, right_b) -> dict:
 
 
 MARKDOWN_COLUMNS = {
-    "model": "run", "family": "family", "weights": "weights", "image_size": "input px", "epochs": "epochs",
+    "model": "run", "family": "family", "weights": "weights", "image_size": "input px", "precision": "precision", "epochs": "epochs",
     "test accuracy [95 % CI]": "test accuracy [95 % CI]", "macro_f1": "macro-F1",
     "sensitivity_covid": "COVID sens.", "published": "published row", "published_test_accuracy": "published acc.",
 }

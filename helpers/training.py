@@ -348,6 +348,7 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
     """Train ``exp`` on ``split`` (as ``data.load_split`` returns it, naming its file), resuming from
     ``<run>.partial/`` if an earlier attempt was interrupted, evaluate on validation and test, write the record."""
     keras.utils.set_random_seed(profile.seed)
+    split = data.cap_training(split, exp.max_train, profile.seed)
     cfg = identity(exp, profile, split)
     final = profile.runs_dir / exp.name
     work = final.with_name(f"{exp.name}.partial")
@@ -428,14 +429,51 @@ def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFr
     return {name: found[name] for name in names}
 
 
+CALIBRATION_FILE = "calibration.json"  # in a profile's figures folder, beside results_table.csv (notebook 05)
+
+
+def calibration_rate() -> float:
+    """This machine's training speed, measured in about two seconds: float32 images/s of the smaller project's
+    baseline at 64 px (``timing.training_speed``). Ratios of it scale training times between machines."""
+    from . import timing  # timing imports this module
+
+    with dtype_policy("float32"):
+        return timing.training_speed("polazaro_baseline", 64, batch_size=32, steps=8)
+
+
+def save_calibration(profile: config.Profile) -> float:
+    """Measure ``calibration_rate`` and write it beside the profile's results table: the speed of the machine
+    whose training times that table holds (notebook 05 calls it, on the machine of the run)."""
+    rate = calibration_rate()
+    profile.figures_dir.mkdir(parents=True, exist_ok=True)
+    write_json(profile.figures_dir / CALIBRATION_FILE, {"images_per_second": rate,
+                                                        "net": "polazaro_baseline, 64 px, float32, batch 32"})
+    return rate
+
+
 def expected_minutes(names: list[str], profile: config.Profile) -> str:
-    """How long training ``names`` takes, as a phrase: the profile's committed training times (its figures
-    folder's results_table.csv, written by notebook 05) plus 20 % for evaluation, else the profile's hint."""
+    """How long training ``names`` takes here, as a phrase: the profile's committed training times (its figures
+    folder's results_table.csv, written by notebook 05) plus 20 % for evaluation, scaled by this machine's speed
+    against the committed run's machine (``calibration_rate``, measured now); else the profile's hint."""
     committed = profile.figures_dir / "results_table.csv"
     seconds = pd.read_csv(committed).set_index("model")["train_seconds"] if committed.exists() else pd.Series()
     known = [n for n in names if n in seconds.index]
     if not known:
         return profile.run_time_hint
     total = 1.2 * seconds[known].sum() / 60
-    return (f"about {max(1, round(total))} min on a 2-core machine in the {profile.name} profile (the committed "
-            "run's times)")
+    saved = read_json(profile.figures_dir / CALIBRATION_FILE).get("images_per_second")
+    if not saved:
+        return (f"about {max(1, round(total))} min on the committed run's machine in the {profile.name} profile "
+                "(its times; this machine's speed unknown)")
+    speed = calibration_rate() / saved
+    return (f"about {max(1, round(total / speed))} min here (the committed run's times in the {profile.name} "
+            f"profile, scaled by a warm-up measured now: this machine trains {speed:.1f}x as fast)")
+
+
+def training_time(names: list[str], profile: config.Profile) -> str:
+    """One line for a notebook to print before it trains: which of ``names`` have no record yet and about how long
+    training them takes here (``expected_minutes``)."""
+    _, missing = records.read_records(profile, names)
+    if not missing:
+        return f"All {len(names)} runs have records in {config.short_path(profile.runs_dir)}: they are reused."
+    return f"{len(missing)} of {len(names)} runs to train: {expected_minutes(missing, profile)}."

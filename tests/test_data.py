@@ -12,7 +12,7 @@ from PIL import Image
 
 from helpers import config, data
 
-from conftest import make_first_release, make_release, write_png
+from conftest import make_first_release, make_release, quiet_split, write_png
 
 
 def quiet_index(root, **kwargs):
@@ -489,3 +489,22 @@ def test_the_strong_augmentation_gives_every_layer_its_own_seed():
     assert {type(layer).__name__ for layer in layers} == {
         "RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness", "RandomContrast"}
     assert len({layer.get_config()["seed"] for layer in layers}) == len(layers)
+
+
+def test_a_capped_training_set_is_a_seeded_stratified_sample_and_leaves_validation_and_test_alone(tiny):
+    _, index, profile = tiny
+    split = quiet_split(index, profile, "all")
+    train = split[split["split"] == "train"]
+    capped = data.cap_training(split, len(train) // 2, seed=42)
+    kept = capped[capped["split"] == "train"]
+    assert len(kept) == len(train) // 2 and set(kept["relpath"]) < set(train["relpath"])
+    shares = kept["label"].value_counts(normalize=True) - train["label"].value_counts(normalize=True)
+    assert shares.abs().max() < 0.1  # stratified: class shares as in the full training set
+    for side in ("val", "test"):
+        assert capped.loc[capped["split"] == side, "relpath"].tolist() == split.loc[split["split"] == side, "relpath"].tolist()
+    assert capped.attrs["file"] == split.attrs["file"]  # records still name the split file
+    again = data.cap_training(split, len(train) // 2, seed=42)
+    other = data.cap_training(split, len(train) // 2, seed=7)
+    assert again["relpath"].tolist() == capped["relpath"].tolist()
+    assert other["relpath"].tolist() != capped["relpath"].tolist()
+    assert data.cap_training(split, None, 42) is split and data.cap_training(split, 10_000, 42) is split

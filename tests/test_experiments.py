@@ -29,22 +29,54 @@ def test_the_full_profile_trains_in_mixed_float16_on_a_gpu(monkeypatch):
     assert experiments.experiment("xception_ec", full).precision == "float32"  # frozen features: no training
 
 
-def test_the_fast_precision_is_resolved_when_a_run_is_made(monkeypatch):
+def test_a_cpu_trains_in_float32_unless_bfloat16_is_asked_for(monkeypatch):
+    """float32 by default on any CPU, so the committed numbers reproduce everywhere; CXR_PRECISION=bfloat16 opts
+    in to mixed bfloat16 where the CPU computes it natively, and is refused where it does not."""
     monkeypatch.setattr(config, "gpu_name", lambda: None)
-    for supported, expected in ((True, "mixed_bfloat16"), (False, "float32")):
-        monkeypatch.setattr(config, "bfloat16_supported", lambda supported=supported: supported)
-        assert experiments.experiment("squeezenet_ft2", config.PROFILES["cpu"]).precision == expected
-        assert experiments.experiment("squeezenet_ft", config.PROFILES["cpu"]).precision == "float32"
+    monkeypatch.setattr(config, "bfloat16_supported", lambda: True)
+    monkeypatch.delenv("CXR_PRECISION", raising=False)
+    cpu = config.PROFILES["cpu"]
+    assert experiments.experiment("squeezenet_ft2", cpu).precision == "float32"
+    assert "precision: float32" in cpu.summary()
+    monkeypatch.setenv("CXR_PRECISION", "bfloat16")
+    assert experiments.experiment("squeezenet_ft2", cpu).precision == "mixed_bfloat16"
+    assert experiments.experiment("squeezenet_ft", cpu).precision == "float32"  # not marked fast: never bfloat16
+    assert "mixed bfloat16 where marked (CXR_PRECISION=bfloat16)" in cpu.summary()
+    monkeypatch.setattr(config, "bfloat16_supported", lambda: False)
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        experiments.experiment("squeezenet_ft2", cpu)
+    monkeypatch.setenv("CXR_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="choose one of float32, bfloat16"):
+        experiments.experiment("squeezenet_ft2", cpu)
 
 
-def test_a_profile_of_any_name_gets_its_own_time_hint_or_its_committed_times(tmp_path):
-    """No code asks for a profile by name: a new profile works like the built-in ones."""
+def test_a_profile_leaves_out_the_runs_it_skips():
+    cpu = config.PROFILES["cpu"]
+    assert "squeezenet_ft2_long" not in experiments.transfer_runs(cpu)
+    assert "squeezenet_ft2_all" in experiments.transfer_runs(cpu, "ft2")
+    assert "squeezenet_ft2_long" in experiments.transfer_runs(config.PROFILES["full"], "ft2")
+
+
+def test_a_profile_of_any_name_gets_its_own_time_hint_or_its_committed_times(tmp_path, monkeypatch):
+    """No code asks for a profile by name: a new profile works like the built-in ones. The committed times are
+    scaled by this machine's speed against the committed run's (a warm-up measured now)."""
     mine = dataclasses.replace(config.PROFILES["quick"], name="classroom", run_time_hint="a minute or two per run")
     assert training.expected_minutes(["red_david"], mine) == "a minute or two per run"
     mine = dataclasses.replace(mine, figures_subdir=str(tmp_path))
     (tmp_path / "results_table.csv").write_text("model,train_seconds\nred_david,300\nred_alberto,200\n")
     assert training.expected_minutes(["red_david", "red_alberto"], mine) == (
-        "about 10 min on a 2-core machine in the classroom profile (the committed run's times)")
+        "about 10 min on the committed run's machine in the classroom profile (its times; this machine's speed "
+        "unknown)")
+    monkeypatch.setattr(training, "calibration_rate", lambda: 100.0)
+    training.save_calibration(mine)  # the committed run's machine: 100 images/s
+    monkeypatch.setattr(training, "calibration_rate", lambda: 250.0)  # this one: 2.5 times as fast
+    assert training.expected_minutes(["red_david", "red_alberto"], mine) == (
+        "about 4 min here (the committed run's times in the classroom profile, scaled by a warm-up measured now: "
+        "this machine trains 2.5x as fast)")
+
+
+def test_the_calibration_measures_a_real_training_speed():
+    assert 1 < training.calibration_rate() < 1e5
 
 
 def test_an_unknown_run_is_a_clear_error():
