@@ -3,6 +3,7 @@
     python benchmarks/budgets.py               # make bench: input pipeline and feature cache (about 3 min)
     python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (about 63 min)
     python benchmarks/budgets.py precision     # training speed in mixed bfloat16 against float32 (about 8 min)
+    python benchmarks/budgets.py precision --accuracy  # the fast-marked runs trained in both (about 10 min)
     python benchmarks/budgets.py speed [--isa AVX2]  # the speed index against the reference machine (1 min)
 
 Components (``make bench``):
@@ -178,6 +179,43 @@ def precision(args) -> None:
              "ratios (range in brackets). CPU flags include avx512_bf16: "
              f"{'avx512_bf16' in Path('/proc/cpuinfo').read_text()}."),
             "", *lines])
+
+
+def precision_accuracy(args) -> None:
+    """The runs the cpu profile marks fast, trained in float32 (the committed records of data/runs/cpu, trained
+    where missing) and in mixed bfloat16 (CXR_PRECISION=bfloat16, records in data/runs/cpu-bfloat16): validation and
+    test accuracy and training seconds side by side. What the opt-in gains in time and what it moves in accuracy;
+    the committed results stay float32."""
+    import dataclasses
+
+    from helpers import config, data, experiments, results, training
+
+    if not config.bfloat16_supported():
+        raise SystemExit("This CPU has no native bfloat16 (AVX512-BF16 or AMX): nothing to compare.")
+    index = data.index_dataset(data.find_dataset(), progress=False)
+    cpu = config.PROFILES["cpu"]
+    def marked_fast(name) -> bool:
+        scheme = experiments.PUBLISHED[name].scheme
+        settings = {**cpu.scheme_settings.get(scheme, {}), **cpu.run_settings.get(name, {})}
+        return settings.get("precision") == config.FAST_PRECISION
+
+    names = args.runs or [n for n in results.series_runs(cpu) if marked_fast(n)]
+    lines = [("| run | float32: val / test accuracy | bfloat16: val / test accuracy | training s float32 / bfloat16 "
+              "| bfloat16 speed-up |"), "|---|---|---|---|---|"]
+    for name in names:
+        runs = {}
+        for choice, profile in (("float32", cpu), ("bfloat16", dataclasses.replace(cpu, name="cpu-bfloat16"))):
+            os.environ["CXR_PRECISION"] = choice
+            runs[choice] = training.get_or_train(name, profile, index, verbose=0).metrics
+        f, b = runs["float32"], runs["bfloat16"]
+        lines.append(f"| `{name}` | {f['val']['accuracy']:.3f} / {f['test']['accuracy']:.3f} | "
+                     f"{b['val']['accuracy']:.3f} / {b['test']['accuracy']:.3f} | {f['train_seconds']:.0f} / "
+                     f"{b['train_seconds']:.0f} | {f['train_seconds'] / b['train_seconds']:.2f}x |")
+        print(lines[-1], flush=True)
+    os.environ.pop("CXR_PRECISION")
+    record("Mixed bfloat16 against float32: time and accuracy of the cpu profile's fast-marked runs",
+           [("One run each, seed 42, cpu profile settings; float32 is the committed precision. A difference of a "
+             "point or two between single runs is within the seed spread (notebook 04)."), "", *lines])
 
 
 # The reference machine (the slowest of this kind we know: 2 cores, AVX2, no AVX-512/AMX, float32): training
@@ -360,10 +398,14 @@ def main() -> None:
                         "squeezenet_ft)")
     parser.add_argument("--keep", help="end-to-end: folder to clone into and keep (default: a temporary one)")
     parser.add_argument("--isa", help="speed: hold oneDNN to this instruction set (e.g. AVX2), in a child process")
+    parser.add_argument("--accuracy", action="store_true", help="precision: train the cpu profile's fast-marked "
+                        "runs in both precisions and compare accuracy and time (minutes)")
     parser.add_argument("--fit", action="store_true", help="speed: also fit each net on the project's pipeline "
                         "(--images training rows) and compare with train_on_batch")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.what == "precision" and args.accuracy:
+        return precision_accuracy(args)
     {"components": components, "end-to-end": end_to_end, "precision": precision, "speed": speed}[args.what](args)
 
 

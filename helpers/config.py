@@ -188,7 +188,9 @@ PROFILES = {
         # full profile and in benchmarks/recipe_search.py.
         skip_runs=("squeezenet_ft2_long",),
         left_out_per_class=500,  # of the 2054 COVID and 2400 adult Normal images the thesis protocol leaves out
-        image_sizes={"FT": 128},  # fine-tuning at 128 px: a third of the cost at 224 px
+        # frozen features and fine-tuning at 128 px: a third of the cost at 224 px (one feature cache serves 03,
+        # 04's head stages and 07's probes)
+        image_sizes={"EC": 128, "FT": 128},
         run_settings={
             # the smaller project's nets at 64 px: their Flatten layer makes them 4x dearer at 128 px
             # epochs: a few past the best validation epoch of a longer trial run at these sizes (8 of 10, 8 of 8,

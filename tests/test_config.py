@@ -52,12 +52,13 @@ def test_on_a_gpu_the_fast_precision_is_float16_and_the_header_names_the_gpu(mon
     assert "| device: CPU (" in config.PROFILES["cpu"].summary()
 
 
-def test_the_fast_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+def test_the_fast_precision_is_float16_on_a_gpu_and_float32_on_any_cpu_by_default(monkeypatch):
+    monkeypatch.delenv("CXR_PRECISION", raising=False)
+    monkeypatch.setattr(config, "gpu_name", lambda: "NVIDIA H200")
+    assert config.resolve_precision(config.FAST_PRECISION) == "mixed_float16"
     monkeypatch.setattr(config, "gpu_name", lambda: None)
     monkeypatch.setattr(config, "bfloat16_supported", lambda: True)
-    assert config.resolve_precision(config.FAST_PRECISION) == "mixed_bfloat16"
-    monkeypatch.setattr(config, "bfloat16_supported", lambda: False)
-    assert config.resolve_precision(config.FAST_PRECISION) == "float32"
+    assert config.resolve_precision(config.FAST_PRECISION) == "float32"  # even where bfloat16 is native
     assert config.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"  # asked for by name: kept
 
 
