@@ -11,7 +11,7 @@ from helpers import config, experiments, training
 def test_a_run_s_own_settings_merge_with_its_scheme_s_field_by_field():
     profile = dataclasses.replace(
         config.PROFILES["cpu"], scheme_settings={"ft2": {"epochs": 8, "precision": "mixed_bfloat16", "views": 2}},
-        run_settings={"squeezenet_ft2_long": {"epochs": 16}})
+        run_settings={"squeezenet_ft2_long": {"epochs": 16}}, image_sizes={})
     long = experiments.experiment("squeezenet_ft2_long", profile)
     assert (long.epochs, long.precision, long.views) == (16, "mixed_bfloat16", 2)  # its own epochs, the rest kept
     base = experiments.experiment("squeezenet_ft2", profile)
