@@ -23,9 +23,11 @@ run: $(BIN)/activate
 			--ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
 	done
 
-# Unit tests, then every notebook through nbval in the quick profile.
+# Unit tests on both cores (pytest-xdist; each test has its own work folder), then every notebook through nbval in
+# the quick profile, in series order in one process (a notebook reads what the ones before it wrote).
 test: $(BIN)/activate
-	CXR_PROFILE=quick $(BIN)/pytest tests notebooks --nbval-lax --nbval-current-env
+	CXR_PROFILE=quick $(BIN)/pytest tests -n 2 --dist loadfile
+	CXR_PROFILE=quick $(BIN)/pytest notebooks --nbval-lax --nbval-current-env
 
 unit: $(BIN)/activate
 	$(BIN)/pytest tests

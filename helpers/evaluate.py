@@ -21,7 +21,7 @@ class EvaluationError(ValueError):
 def evaluate_folder(run: str, folder: str, batch_size: int = 32) -> dict:
     """Metrics of the run's model on every image of ``folder`` (all of them: no protocol, no split), predicted
     as the run predicted its own test set (input size, test-time flip)."""
-    from . import data, metrics, records
+    from . import config, data, metrics, records
 
     if batch_size < 1:
         raise EvaluationError(f"--batch-size must be a positive number of images, got {batch_size}.")
@@ -30,8 +30,9 @@ def evaluate_folder(run: str, folder: str, batch_size: int = 32) -> dict:
     try:
         model = record.load_model()
     except Exception as error:  # Keras raises ValueError, OSError, zipfile errors... for a damaged file
-        raise EvaluationError(f"{record.path / 'model.keras'} cannot be loaded ({type(error).__name__}: "
-                              f"{_first_line(error)}); train the run again.") from error
+        saved = config.short_path(record.path / "model.keras")
+        raise EvaluationError(f"{saved} cannot be loaded ({type(error).__name__}: {_first_line(error)}); train the "
+                              "run again.") from error
     with data.naming_undecodable(index):
         predictions = metrics.predict(model, index, record.config["image_size"], batch_size,
                                       tta_flip=bool(record.config.get("tta_flip", False)))

@@ -39,7 +39,11 @@ class Record:
         return self.config["name"]
 
     def load_model(self) -> keras.Model:
-        """The trained model, loaded with Keras's safe mode (no arbitrary code from the file)."""
+        """The trained model, loaded with Keras's safe mode (no arbitrary code from the file). Importing
+        ``backbones`` registers its layer (``BackbonePreprocess``), which every transfer model holds: a process that
+        never built one (``python -m helpers.evaluate``) could not load those models without it."""
+        from . import backbones  # noqa: F401  (registers the project's serializable layers)
+
         return keras.saving.load_model(self.path / "model.keras", safe_mode=True)
 
     def test_predictions(self) -> pd.DataFrame:

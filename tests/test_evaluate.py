@@ -125,3 +125,22 @@ def test_help_answers_without_importing_tensorflow(tmp_path):
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(config.ROOT)}, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "--batch-size" in result.stdout and "tensorflow imported: False" in result.stdout
+
+
+def test_a_transfer_model_loads_in_a_process_that_never_built_one(tmp_path):
+    """Every transfer model holds the project's BackbonePreprocess layer; ``python -m helpers.evaluate`` starts a
+    process that has not imported ``backbones``, and loading must still find that layer (it once could not)."""
+    from helpers import backbones
+
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), backbones.BackbonePreprocess("caffe"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    history = pd.DataFrame({"epoch": [0], "loss": [1.0]})
+    predictions = pd.DataFrame({"relpath": ["x.png"], "split": ["test"], "true": [1], "predicted": [1]})
+    path = records.write_record(tmp_path / "runs" / "transfer", {"name": "transfer", "image_size": SIZE}, history, {},
+                                predictions, model).path
+    script = ("import sys\nfrom helpers import records\n"
+              "print(type(records.read_record(sys.argv[1]).load_model().layers[0]).__name__)")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300,
+                          cwd=config.ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "BackbonePreprocess"
