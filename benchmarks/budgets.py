@@ -311,6 +311,26 @@ def speed(args) -> None:
              "dominates it), estimates the reference machine's."), "", *lines])
 
 
+def fit_at_profile_sizes(args) -> None:
+    """``fit`` on the project's pipeline against bare ``train_on_batch``, each net at the input the cpu profile
+    trains it at (the speed index uses the reference's sizes): does the pipeline keep both cores busy there too?"""
+    from helpers import config, data, experiments
+
+    dataset = data.index_dataset(data.find_dataset(), progress=False)
+    lines = [("| net | input px (cpu profile) | train_on_batch (img/s) | fit on the pipeline (img/s, CPU use) | "
+              "fit / train_on_batch |"), "|---|---|---|---|---|"]
+    for run in REFERENCE_RATES:
+        size = experiments.experiment(run, config.PROFILES["cpu"]).image_size
+        bare = bare_training_rate(run, size)
+        fit = pipeline_fit_rate(dataset, run, size, args.images)
+        lines.append(f"| `{run}` | {size} | {bare:.1f} | {fit['rate']:.1f} ({fit['cpu']:.0%}) | "
+                     f"{fit['rate'] / bare:.0%} |")
+        print(lines[-1], flush=True)
+    record("fit on the pipeline at the cpu profile's input sizes",
+           [f"float32, batch 32; fit: median of 3 epochs of {args.images} training rows after a warm-up epoch.",
+            "", *lines])
+
+
 def components(args) -> None:
     from helpers import data
 
@@ -386,7 +406,7 @@ def end_to_end(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "precision", "speed"],
+    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "fit", "precision", "speed"],
                         default="components")
     parser.add_argument("--images", type=int, default=320, help="training images per epoch (doubled for the "
                         "faster polazaro baseline and the cache)")
@@ -406,7 +426,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     if args.what == "precision" and args.accuracy:
         return precision_accuracy(args)
-    {"components": components, "end-to-end": end_to_end, "precision": precision, "speed": speed}[args.what](args)
+    {"components": components, "end-to-end": end_to_end, "fit": fit_at_profile_sizes, "precision": precision,
+     "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":
