@@ -199,7 +199,8 @@ def mcnemar(right_a, right_b) -> dict:
 
 
 MARKDOWN_COLUMNS = {
-    "model": "run", "family": "family", "weights": "weights", "image_size": "input px", "precision": "precision", "epochs": "epochs",
+    "model": "run", "family": "family", "weights": "weights", "image_size": "input px", "precision": "precision",
+    "epochs": "epochs",
     "test accuracy [95 % CI]": "test accuracy [95 % CI]", "macro_f1": "macro-F1",
     "sensitivity_covid": "COVID sens.", "published": "published row", "published_test_accuracy": "published acc.",
 }
