@@ -11,11 +11,12 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _readme_block(marker: str) -> str:
-    """The README's text between ``<!-- {marker}:start ... -->`` and ``<!-- {marker}:end -->``."""
-    readme = (REPO / "README.md").read_text()
+def _readme_block(marker: str, page: str = "README.md") -> str:
+    """The text of ``page`` (the README, or a page under docs/) between ``<!-- {marker}:start ... -->`` and
+    ``<!-- {marker}:end -->``."""
+    readme = (REPO / page).read_text()
     block = re.search(rf"<!-- {marker}:start.*?-->\n(.*?)<!-- {marker}:end -->", readme, flags=re.DOTALL)
-    assert block, f"README.md lost its {marker} markers"
+    assert block, f"{page} lost its {marker} markers"
     return block.group(1)
 
 
@@ -35,8 +36,9 @@ def test_committed_notebooks_link_their_neighbours_and_say_they_are_not_a_diagno
     assert all(name in header for name in others), f"{path.name}'s series line misses a notebook"
 
 
-def test_readme_shortcut_numbers_are_those_notebook_07_printed():
-    block = _readme_block("shortcuts")
+@pytest.mark.parametrize("page", ["README.md", "docs/results.md"])
+def test_readme_shortcut_numbers_are_those_notebook_07_printed(page):
+    block = _readme_block("shortcuts", page)
     notebook = nbformat.read(REPO / "notebooks" / "07_shortcuts.ipynb", as_version=4)
     printed = []
     for cell in notebook.cells:
