@@ -5,6 +5,7 @@
     python benchmarks/budgets.py precision     # training speed in mixed bfloat16 against float32 (about 8 min)
     python benchmarks/budgets.py precision --accuracy  # the fast-marked runs trained in both (about 10 min)
     python benchmarks/budgets.py speed [--isa AVX2]  # the speed index against the reference machine (1 min)
+    python benchmarks/budgets.py partial       # fine-tuning SqueezeNet's upper part only: training rates (1 min)
 
 Components (``make bench``):
 
@@ -69,7 +70,8 @@ def trainable_model(exp, profile):
 
     model, pretrained = training.build_model(exp, profile)
     if exp.family != "scratch":
-        backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=pretrained)
+        backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=pretrained,
+                                           first_trainable=exp.fine_tune_from)
     training.compile_model(model, exp.optimizer, exp.learning_rate)
     return model
 
@@ -222,15 +224,16 @@ REFERENCE_RATES = {"polazaro_baseline": (128, 33.6), "polazaro_inception_aug": (
                    "red_alberto": (64, 14.1), "squeezenet_ft2": (224, 15.7)}
 
 
-def bare_training_rate(run: str, size: int, seconds: float = 8.0) -> float:
+def bare_training_rate(run: str, size: int, seconds: float = 8.0, **changes) -> float:
     """Training images/s of ``run``'s model at ``size`` px in float32 with ``train_on_batch`` on one batch of 32
-    random images (the reference's method): two warm-up steps, then steps for at least ``seconds``."""
+    random images (the reference's method): two warm-up steps, then steps for at least ``seconds``. ``changes``:
+    other Experiment fields (e.g. ``fine_tune_from``)."""
     import dataclasses
 
     from helpers import config, experiments
 
     profile = dataclasses.replace(config.current("cpu"), allow_random_weights=True)
-    exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32")
+    exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32", **changes)
     model = trainable_model(exp, profile)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (32, size, size, 3)).astype("float32")
@@ -328,6 +331,24 @@ def fit_at_profile_sizes(args) -> None:
             "", *lines])
 
 
+def partial_fine_tuning(args) -> None:
+    """What fine-tuning only the upper part of SqueezeNet saves: bare training rates at the cpu profile's input with
+    the base trainable from each fire module on (the layers below stay frozen, so the backward pass stops there)."""
+    from helpers import config, experiments
+
+    size = experiments.experiment("squeezenet_ft2", config.PROFILES["cpu"]).image_size
+    lines = ["| fine-tuned | train_on_batch (img/s) | against the whole base |", "|---|---|---|"]
+    whole = None
+    for first in (None, "fire4_squeeze1x1", "fire6_squeeze1x1", "fire8_squeeze1x1"):
+        rate = bare_training_rate("squeezenet_ft", size, fine_tune_from=first)
+        whole = whole or rate
+        lines.append(f"| {'from ' + first if first else 'whole base'} | {rate:.1f} | {rate / whole:.2f}x |")
+        print(lines[-1], flush=True)
+    record("Fine-tuning the upper part of SqueezeNet only",
+           [(f"squeezenet_ft's model at {size} px, float32, batch 32, random images, train_on_batch for at least "
+             "8 s after 2 warm-up steps."), "", *lines])
+
+
 def components(args) -> None:
     from helpers import data
 
@@ -403,7 +424,8 @@ def end_to_end(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "fit", "precision", "speed"],
+    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "fit", "partial", "precision",
+                                                       "speed"],
                         default="components")
     parser.add_argument("--images", type=int, default=320, help="training images per epoch (doubled for the "
                         "faster polazaro baseline and the cache)")
@@ -423,8 +445,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     if args.what == "precision" and args.accuracy:
         return precision_accuracy(args)
-    {"components": components, "end-to-end": end_to_end, "fit": fit_at_profile_sizes, "precision": precision,
-     "speed": speed}[args.what](args)
+    {"components": components, "end-to-end": end_to_end, "fit": fit_at_profile_sizes, "partial": partial_fine_tuning,
+     "precision": precision, "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":

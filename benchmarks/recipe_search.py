@@ -41,6 +41,8 @@ VARIANTS = {
     "strong": {"augment": "strong"},                            # translation, contrast, zoom in/out, no flip
     "mixup": {"mixup": 0.2},
     "bf16": {"precision": "mixed_bfloat16"},
+    "upper4": {"fine_tune_from": "fire4_squeeze1x1"},            # the base's upper part only (from fire4 / fire6)
+    "upper6": {"fine_tune_from": "fire6_squeeze1x1"},
 }
 
 

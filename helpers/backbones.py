@@ -321,9 +321,12 @@ def classifier(extractor: keras.Model, top: keras.Model) -> keras.Model:
     return keras.Model(inputs, top(extractor(inputs)), name=f"{extractor.name.removesuffix('_features')}_{top.name}")
 
 
-def unfreeze_for_fine_tuning(extractor: keras.Model, pretrained: bool = True) -> None:
-    """Make the whole base trainable except, for an ImageNet-trained base, its batch-norm layers, which stay
-    frozen in inference mode with their ImageNet statistics.
+def unfreeze_for_fine_tuning(extractor: keras.Model, pretrained: bool = True, first_trainable: str | None = None
+                             ) -> None:
+    """Make the base trainable from its layer ``first_trainable`` on (``None``: the whole base; the layers before
+    it keep their ImageNet weights, and backpropagation stops there, which saves their share of the backward pass),
+    except, for an ImageNet-trained base, its batch-norm layers, which stay frozen in inference mode with their
+    ImageNet statistics.
 
     Calling the base with ``training=False`` is not enough in Keras 3: ``fit`` passes ``training=True`` down
     to nested models (keras-team/keras#20285), so batch statistics would drift with our small batches. A
@@ -331,7 +334,14 @@ def unfreeze_for_fine_tuning(extractor: keras.Model, pretrained: bool = True) ->
     (``pretrained=False``, the quick profile) has no statistics worth keeping: its batch norm trains as usual
     (frozen at mean 0 / variance 1 it let a deep random base's activations blow up to NaN).
     """
+    names = [layer.name for layer in all_layers(extractor)]
+    if first_trainable is not None and first_trainable not in names:
+        raise ValueError(f"{extractor.name} has no layer {first_trainable!r} to fine-tune from.")
     extractor.trainable = True
+    frozen = first_trainable is not None  # until that layer: layers come in order, nested models before their own
     for layer in all_layers(extractor):
+        frozen = frozen and layer.name != first_trainable
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = not pretrained
+        elif frozen and not isinstance(layer, keras.Model):
+            layer.trainable = False

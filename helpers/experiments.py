@@ -31,6 +31,7 @@ class Experiment:
     views: int = 0                  # ec / ft2 stage 1: augmented views per training image in the feature cache
     head_epochs: int = 0            # ft2: epochs of stage 1 (head only, on cached features)
     head_learning_rate: float = 1e-3  # ft2: learning rate of stage 1
+    fine_tune_from: str | None = None  # ft2: the base's first fine-tuned layer (earlier ones stay frozen); None: all
     cosine: bool = False            # cosine decay of the learning rate to zero over the (last) stage
     warmup_epochs: int = 0          # linear warm-up of the learning rate over the first epochs (with cosine)
     weight_decay: float = 0.0       # decoupled weight decay: AdamW instead of Adam where > 0

@@ -295,8 +295,9 @@ def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
     model, head_history, _, pretrained = _train_head(
         exp, profile, split, work, callbacks if head_epochs else [], verbose, epochs=head_epochs,
         optimizer="adam", learning_rate=exp.head_learning_rate, stage="_head")
-    # everything but batch norm, which keeps its ImageNet statistics
-    backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=bool(pretrained))
+    # everything (or everything from exp.fine_tune_from on) but batch norm, which keeps its ImageNet statistics
+    backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=bool(pretrained),
+                                       first_trainable=exp.fine_tune_from)
     train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
     _compile_image_stage(model, exp, len(train_ds))
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import backbones
 
-from conftest import SHARED_WEIGHTS_DIR
+from conftest import SHARED_WEIGHTS_DIR, small_densenet
 
 
 @pytest.mark.parametrize("mode, reference", [
@@ -179,13 +179,21 @@ def test_incomplete_or_mismatched_weight_file_is_refused(tmp_path):
         backbones.load_squeezenet_weights(model, write_squeezenet_file(tmp_path / "b.h5", wrong, "rcmalli"))
 
 
-def small_densenet(include_top, weights, input_shape):
-    """A stand-in for DenseNet121 with the parts that matter here (a conv, batch norm, a nested name):
-    DenseNet121 itself took 15 s to build and train one step."""
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 3, name="conv1_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="conv1_bn")(x)
-    return keras.Model(inputs, keras.layers.ReLU()(x), name="densenet121")
+def test_fine_tuning_from_a_layer_leaves_the_layers_below_it_untouched():
+    extractor, _ = backbones.feature_extractor("squeezenet", 64, allow_random=True, weights=False)
+    model = backbones.classifier(extractor, backbones.head(extractor.output_shape[-1], "v1"))
+    backbones.unfreeze_for_fine_tuning(extractor, first_trainable="fire6_squeeze1x1")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    base = extractor.get_layer("squeezenet")
+    below, above = base.get_layer("fire5_expand3x3"), base.get_layer("fire6_squeeze1x1")
+    assert not below.trainable and above.trainable and base.get_layer("fire9_expand1x1").trainable
+    before = {layer.name: layer.get_weights()[0].copy() for layer in (below, above)}
+    x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    model.train_on_batch(x, np.array([0, 1, 2, 0]))
+    np.testing.assert_array_equal(below.get_weights()[0], before[below.name])
+    assert not np.array_equal(above.get_weights()[0], before[above.name])
+    with pytest.raises(ValueError, match="no layer 'fire99'"):
+        backbones.unfreeze_for_fine_tuning(extractor, first_trainable="fire99")
 
 
 def test_classifier_nests_extractor_and_head_and_fine_tuning_keeps_batch_norm_frozen(monkeypatch):
@@ -214,7 +222,7 @@ def test_classifier_nests_extractor_and_head_and_fine_tuning_keeps_batch_norm_fr
     ("densenet121", "torch", 1024), ("resnet50", "caffe", 2048), ("vgg16", "caffe", 512),
     ("inceptionv3", "tf", 2048), ("xception", "tf", 2048)])
 def test_every_keras_applications_backbone_builds_at_its_smallest_input(name, mode, channels):
-    """The quick profile trains only SqueezeNet and DenseNet121; the full profile's other backbones are built here:
+    """The quick profile trains only SqueezeNet; the full profile's Keras applications are built here:
     at the smallest input the project allows, with their own preprocessing, pooled to one vector per image."""
     size = backbones.BACKBONES[name][3]
     extractor, pretrained = backbones.feature_extractor(name, size, weights=False)

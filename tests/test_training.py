@@ -12,7 +12,7 @@ import pytest
 from helpers import config, data, experiments, metrics, models, records, training
 from helpers.files import CorruptFileError
 
-from conftest import make_release, quiet_split
+from conftest import make_release, quiet_split, small_densenet
 
 # ---- training on a tiny synthetic dataset ------------------------------------------------------
 
@@ -242,6 +242,20 @@ def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights)
     again = metrics.predict(model, test, ft2.config["image_size"])
     np.testing.assert_allclose(metrics.probabilities(again), metrics.probabilities(ft2.test_predictions()),
                                atol=1e-5)
+
+
+def test_a_keras_application_base_fine_tunes_through_both_stages(tiny, monkeypatch):
+    """The path of every Keras application (its own preprocessing, batch norm) through the two-stage recipe, on a
+    small stand-in for DenseNet121 (the quick profile itself fine-tunes SqueezeNet only)."""
+    monkeypatch.setattr(keras.applications, "DenseNet121", small_densenet)
+    _, index, profile = tiny
+    ft2 = training.get_or_train("densenet121_ft2", profile, index, verbose=0)
+    assert ft2.history["stage"].tolist() == ["head"] * profile.max_epochs + ["fine-tune"] * profile.max_epochs
+    assert ft2.metrics["pretrained"] is True and not ft2.metrics["diverged"]  # the stand-in counts as ImageNet's
+    bn = ft2.load_model().get_layer("densenet121_features").get_layer("densenet121").get_layer("conv1_bn")
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), 0.0)  # "ImageNet" statistics kept through fine-tuning
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), 1.0)
+    assert np.allclose(metrics.probabilities(ft2.test_predictions()).sum(axis=1), 1.0, atol=1e-4)
 
 
 # ---- levers of the improved recipe -------------------------------------------------------------------
