@@ -25,7 +25,7 @@ run: $(BIN)/activate
 
 # Every notebook through nbval in the quick profile, in series order in one process (a notebook reads what the ones
 # before it wrote), while the unit tests run beside it in another (each test has its own work folder): the two
-# together take 4.3 min on the machine of the committed run, one after the other 6.1 (benchmarks/results.md).
+# together take 4.4 min on the machine of the committed run, one after the other 6.1 (benchmarks/results.md).
 # nbval's report is printed after the unit tests'; the target fails if either fails.
 NBVAL_LOG := data/nbval.log
 test: $(BIN)/activate
