@@ -32,7 +32,7 @@ test: $(BIN)/activate
 	@mkdir -p data
 	@echo "nbval runs in the background; its report follows the unit tests' ($(NBVAL_LOG))"
 	@CXR_PROFILE=quick $(BIN)/pytest notebooks --nbval-lax --nbval-current-env > $(NBVAL_LOG) 2>&1 & nbval=$$!; \
-	CXR_PROFILE=quick $(BIN)/pytest tests -p no:xdist; unit=$$?; \
+	CXR_PROFILE=quick $(BIN)/pytest tests; unit=$$?; \
 	wait $$nbval; notebooks=$$?; cat $(NBVAL_LOG); \
 	echo "unit tests: exit $$unit; notebooks: exit $$notebooks"; \
 	if [ $$unit -ne 0 ]; then exit $$unit; fi; exit $$notebooks
