@@ -247,11 +247,11 @@ def bare_training_rate(run: str, size: int, seconds: float = 8.0, **changes) -> 
     return 32 * steps / (time.perf_counter() - start)
 
 
-def pipeline_fit_rate(index, run: str, size: int, images: int, epochs: int = 3) -> dict:
+def pipeline_fit_rate(index, run: str, size: int, images: int, epochs: int = 3, **changes) -> dict:
     """``model.fit`` of ``run``'s model (float32, at ``size`` px) on the project's own training pipeline
     (``training``'s datasets: decode, cache, shuffle, oversampling and augmentation where the run has them), on
     ``images`` training rows: images/s and CPU use (process CPU time over wall time; 200 % is both of 2 cores
-    busy), the median of ``epochs`` epochs after a warm-up epoch."""
+    busy), the median of ``epochs`` epochs after a warm-up epoch. ``changes``: other Experiment fields."""
     import dataclasses
 
     import pandas as pd
@@ -259,7 +259,7 @@ def pipeline_fit_rate(index, run: str, size: int, images: int, epochs: int = 3) 
     from helpers import config, data, experiments, training
 
     profile = dataclasses.replace(config.current("cpu"), allow_random_weights=True)
-    exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32")
+    exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32", **changes)
     split = data.load_split(index, exp.protocol, profile)
     train = split[split["split"] == "train"].sample(images, random_state=profile.seed)
     train_ds, _, n_train = training._image_datasets(exp, profile, pd.concat([train, split[split["split"] == "val"]]))
@@ -291,12 +291,13 @@ def speed(args) -> None:
              + (" fit on the pipeline (img/s, CPU use) | fit / train_on_batch |" if args.fit else ""),
              "|---|---|---|---|---|" + ("---|---|" if args.fit else "")]
     ratios = []
+    whole = {"fine_tune_from": None}  # the reference fine-tuned the whole base, as this run did when it was measured
     for run, (size, reference) in REFERENCE_RATES.items():
-        bare = bare_training_rate(run, size)
+        bare = bare_training_rate(run, size, **whole)
         ratios.append(bare / reference)
         line = f"| `{run}` | {size} | {bare:.1f} | {reference:.1f} | {bare / reference:.2f} |"
         if args.fit:
-            fit = pipeline_fit_rate(dataset, run, size, args.images)
+            fit = pipeline_fit_rate(dataset, run, size, args.images, **whole)
             line += f" {fit['rate']:.1f} ({fit['cpu']:.0%}) | {fit['rate'] / bare:.0%} |"
         lines.append(line)
         print(line, flush=True)

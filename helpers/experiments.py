@@ -189,10 +189,13 @@ def settings_table(names, profile: config.Profile):
     for name in names:
         exp = experiment(name, profile)
         epochs = f"{exp.head_epochs} head + {exp.epochs}" if exp.head_epochs else str(exp.epochs)
-        rows.append({"run": name, "model": exp.model, "scheme": exp.scheme, "protocol": exp.protocol,
+        # how much of the base a fine-tuned run trains (a column only where the table has such runs)
+        base = {} if exp.family != "FT" else {"fine-tuned": f"from {exp.fine_tune_from} on"
+                                               if exp.scheme == "ft2" and exp.fine_tune_from else "whole base"}
+        rows.append({"run": name, "model": exp.model, "scheme": exp.scheme, **base, "protocol": exp.protocol,
                      "input px": exp.image_size, "epochs": epochs, "batch": exp.batch_size,
                      "optimizer": f"{exp.optimizer} {exp.learning_rate:g}" + (" cosine" if exp.cosine else ""),
                      "augmentation": exp.augment or "–", "cached views": exp.views or "–",
                      "early stopping": exp.early_stopping or "–",
                      "precision": {"mixed_bfloat16": "bfloat16"}.get(exp.precision, exp.precision)})
-    return pd.DataFrame(rows).set_index("run")
+    return pd.DataFrame(rows).fillna("–").set_index("run")

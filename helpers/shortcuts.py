@@ -79,6 +79,15 @@ def frozen_features(frame: pd.DataFrame, image_size: int, profile: config.Profil
     return feature_cache.cached_features(extractor, frame, keep=keep, progress=False)
 
 
+def probe_sample(frame: pd.DataFrame, n: int | None, seed: int = config.SEED) -> pd.DataFrame:
+    """A seeded sample of at most ``n`` rows of ``frame`` (which has a ``group`` column), the same share of every
+    group, so every split and protocol drawn from it keeps its mix of classes and collections; ``n`` None or at
+    least the rows: all of them, in their order."""
+    if n is None or n >= len(frame):
+        return frame
+    return frame.groupby("group", sort=False).sample(frac=n / len(frame), random_state=seed).sort_index()
+
+
 def fit_probe(features: np.ndarray, labels, seed: int = config.SEED):
     """A linear probe: standardised features into a logistic regression (scikit-learn), with its strength of
     regularisation chosen by 5-fold cross-validation on the training rows only."""

@@ -58,12 +58,13 @@ def dtype_policy(name: str):
 
 def compile_model(model: keras.Model, optimizer: str, learning_rate: float, decay_steps: int | None = None, *,
                   warmup_steps: int = 0, weight_decay: float = 0.0, ema: bool = False,
-                  label_smoothing: float | None = None) -> None:
+                  label_smoothing: float | None = None, steps_per_execution: int = 1) -> None:
     """Cross-entropy with Adam (AdamW when ``weight_decay`` > 0) or the thesis's SGD (momentum 0.9, Nesterov).
 
     With ``decay_steps`` the learning rate follows a cosine decay to zero over that many steps, after a linear
     warm-up from zero over ``warmup_steps``; ``ema`` keeps a moving average of the weights (the optimizer's
-    ``use_ema``); ``label_smoothing`` (not None) means one-hot labels, smoothed by that much.
+    ``use_ema``); ``label_smoothing`` (not None) means one-hot labels, smoothed by that much;
+    ``steps_per_execution``: training steps per call into TensorFlow (the same updates, less overhead per step).
     """
     if decay_steps:
         rate = keras.optimizers.schedules.CosineDecay(0.0 if warmup_steps else learning_rate, decay_steps,
@@ -81,7 +82,7 @@ def compile_model(model: keras.Model, optimizer: str, learning_rate: float, deca
         raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam' or 'sgd'.")
     loss = ("sparse_categorical_crossentropy" if label_smoothing is None
             else keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing))
-    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,6 +255,12 @@ def _fit_scratch(exp, profile, split, work, callbacks, verbose):
     return model, history, n_train, None
 
 
+# A head on cached features is a few small matrix products per step, so the per-step overhead of a call into
+# TensorFlow dominates; 32 steps per call train it faster with the same updates (benchmarks/results.md, "Steps per
+# execution"). The image stages keep one step per call: there the network's own work dominates.
+HEAD_STEPS_PER_EXECUTION = 32
+
+
 def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimizer, learning_rate, stage=""):
     """Build the classifier and train its head on cached features of the frozen base (views 0..``exp.views``)."""
     model, pretrained = build_model(exp, profile)
@@ -264,7 +271,7 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
         return feature_cache.cached_features(extractor, rows, view=view, augment=exp.augment, seed=profile.seed,
                                              progress=verbose == 1)  # a bar only where fit shows bars too
 
-    compile_model(top, optimizer, learning_rate)
+    compile_model(top, optimizer, learning_rate, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
     history = pd.DataFrame(columns=HISTORY_COLUMNS)
     done = work / f"head{stage}.weights.h5"
     if done.exists():  # stage finished in an interrupted earlier attempt

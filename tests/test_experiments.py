@@ -57,6 +57,25 @@ def test_a_profile_leaves_out_the_runs_it_skips():
     assert "squeezenet_ft2_long" in experiments.transfer_runs(config.PROFILES["full"], "ft2")
 
 
+def test_notebook_07_s_matched_pair_differs_in_who_is_in_training_only():
+    """squeezenet_ft2_all is compared with squeezenet_ft2 in notebook 07: same size of training set, same schedule,
+    same part of the base fine-tuned, in every profile."""
+    for profile in config.PROFILES.values():
+        thesis, every = (dataclasses.asdict(experiments.experiment(n, profile))
+                         for n in ("squeezenet_ft2", "squeezenet_ft2_all"))
+        differ = {key for key in thesis if thesis[key] != every[key]}
+        allowed = {"name", "protocol", "published", "source", "max_train"}
+        assert differ <= allowed, (profile.name, differ - allowed)
+
+
+def test_the_settings_table_says_how_much_of_the_base_each_fine_tuned_run_trains():
+    cpu = config.PROFILES["cpu"]
+    table = experiments.settings_table(["squeezenet_ft", "squeezenet_ft2", "squeezenet_ec"], cpu)
+    assert table["fine-tuned"].to_dict() == {"squeezenet_ft": "whole base",
+                                             "squeezenet_ft2": "from fire6_squeeze1x1 on", "squeezenet_ec": "–"}
+    assert "fine-tuned" not in experiments.settings_table(["red_david", "squeezenet_ec"], cpu)
+
+
 def test_a_profile_of_any_name_gets_its_own_time_hint_or_its_committed_times(tmp_path, monkeypatch):
     """No code asks for a profile by name: a new profile works like the built-in ones. The committed times are
     scaled by this machine's speed against the committed run's (a warm-up measured now)."""

@@ -96,3 +96,17 @@ def test_mcnemar_counts_discordant_images():
     result = results.mcnemar(a, b)
     assert (result["only_run_right"], result["only_other_right"]) == (2, 0)
     assert result["p_value"] == pytest.approx(0.5)
+
+
+def test_the_probes_sample_takes_the_same_share_of_every_group_and_is_seeded():
+    import pandas as pd
+
+    groups = ["COVID"] * 300 + ["Normal, ids <= 1341"] * 100 + ["Normal, ids > 1341"] * 200 + ["Viral Pneumonia"] * 100
+    frame = pd.DataFrame({"relpath": [f"{k}.png" for k in range(len(groups))], "group": groups})
+    sample = shortcuts.probe_sample(frame, 350, seed=1)
+    assert len(sample) == 350 and sample.index.is_monotonic_increasing  # half of every group, in frame order
+    assert sample["group"].value_counts().to_dict() == {"COVID": 150, "Normal, ids > 1341": 100,
+                                                        "Normal, ids <= 1341": 50, "Viral Pneumonia": 50}
+    assert sample.equals(shortcuts.probe_sample(frame, 350, seed=1))
+    assert not sample.equals(shortcuts.probe_sample(frame, 350, seed=2))
+    assert shortcuts.probe_sample(frame, None).equals(frame) and shortcuts.probe_sample(frame, 10_000).equals(frame)
