@@ -69,10 +69,19 @@ def accuracy_with_interval(correct, seed: int = config.SEED, n_resamples: int = 
     return {"images": int(correct.size), "accuracy": float(correct.mean()), "ci_low": low, "ci_high": high}
 
 
+def share_with_interval(k: int, n: int, seed: int = config.SEED) -> dict:
+    """``k`` of ``n`` (e.g. a published 711 of 720 right, or a sensitivity and its class's support) with the same
+    95 % interval ``accuracy_with_interval`` gives ``k`` right answers among ``n``."""
+    return accuracy_with_interval(np.r_[np.ones(int(k)), np.zeros(int(n) - int(k))], seed)
+
+
 def _bootstrap_interval(correct: np.ndarray, seed: int, n_resamples: int) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of 0/1 outcomes (scipy.stats.bootstrap)."""
-    if correct.min() == correct.max():  # all right or all wrong: every resample gives the same accuracy
-        return float(correct[0]), float(correct[0])
+    """95 % percentile bootstrap interval of the mean of 0/1 outcomes (scipy.stats.bootstrap); where every
+    outcome is the same (all right or all wrong), where every resample gives the same accuracy and the bootstrap
+    collapses to a point, the Wilson score interval instead (33 of 33 right: 0.896-1)."""
+    if correct.min() == correct.max():
+        wilson = stats.binomtest(int(correct.sum()), correct.size).proportion_ci(0.95, method="wilson")
+        return float(wilson.low), float(wilson.high)
     result = stats.bootstrap((correct,), np.mean, n_resamples=n_resamples, confidence_level=0.95,
                              method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

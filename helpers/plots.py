@@ -131,6 +131,9 @@ def confusion_grid(records, ncols: int = 4) -> plt.Figure:
     return fig
 
 
+ZOOM_FROM = 0.8  # accuracy_intervals: the axis shows the runs and published values from here up
+
+
 def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figure:
     """Test accuracy with its 95 % interval per run (a results table), the published accuracy as a cross, the
     published row named in brackets. Runs of several protocols (different test sets) are grouped by protocol,
@@ -151,10 +154,20 @@ def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figur
         names = [f"{n} [{p.split(': ', 1)[-1]}]" if pd.notna(a) else n
                  for n, p, a in zip(names, table["published"], table["published_test_accuracy"])]
     ax.set_yticks(y, names, fontsize=9); ax.invert_yaxis()
-    shown = np.concatenate([table["test_accuracy_ci_low"].to_numpy(float),
-                            table["published_test_accuracy"].to_numpy(float)])
+    # zoomed to where the comparisons are: values below ZOOM_FROM (a collapsed run, an untrained head) are
+    # written at the left edge instead of stretching the axis down to them
+    published = table["published_test_accuracy"].to_numpy(float)
+    lows = table["test_accuracy_ci_low"].to_numpy(float)
+    shown = np.concatenate([lows[accuracy >= ZOOM_FROM], published[published >= ZOOM_FROM]])
+    shown = shown if len(shown) else np.concatenate([lows, published])
     high = np.nanmax(np.concatenate([shown, table["test_accuracy_ci_high"].to_numpy(float)]))
-    ax.set_xlim(np.nanmin(shown) - 0.02, min(1.005, high + 0.015))
+    left = max(0.0, np.nanmin(shown) - 0.02)
+    ax.set_xlim(left, min(1.005, high + 0.015))
+    for k, (ours, theirs) in enumerate(zip(accuracy, published)):
+        below = [f"{who} {v:.3f}" for who, v in (("ours", ours), ("published", theirs)) if v < left]
+        if below:
+            ax.annotate("◀ " + ", ".join(below), (left, k), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=8, color="grey")
     if several:
         protocols = table["protocol"].to_numpy()
         for k in range(len(table)):
@@ -171,12 +184,13 @@ def accuracy_intervals(table, title: str = "", label: str = "ours") -> plt.Figur
     return fig
 
 
-def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, suptitle: str = "") -> plt.Figure:
+def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, suptitle: str = "",
+                 size: float = 2.6) -> plt.Figure:
     """Grad-CAM as the thesis drew it: raw low-resolution maps (viridis), or maps resized onto the grey image
-    (jet, alpha 0.4), one panel per image with its title (``T: <true>, P: <pred>``), axes off, one colour bar
-    for the map's 0-1 scale."""
+    (jet, alpha 0.4), one panel of ``size`` inches per image with its title (``T: <true>, P: <pred>``), axes off,
+    one colour bar for the map's 0-1 scale."""
     nrows = int(np.ceil(len(maps) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.7 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.1) * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= len(maps):
             ax.axis("off")
@@ -198,7 +212,8 @@ def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, sup
 
 def activation_grid(activation, title: str = "") -> plt.Figure:
     """One panel per channel of a layer's output (h, w, C), YlGnBu, in the thesis's grid (ceil(sqrt(C)) rows).
-    Each channel is divided by its own maximum, so the one colour bar (0-1) holds for every panel."""
+    Each channel is divided by its own 99th percentile and clipped at 1, so the one colour bar (0-1) holds for
+    every panel and a channel with one bright pixel does not look blank."""
     channels = activation.shape[-1]
     nrows = int(np.ceil(np.sqrt(channels)))
     ncols = int(np.ceil(channels / nrows))
@@ -208,9 +223,9 @@ def activation_grid(activation, title: str = "") -> plt.Figure:
         ax.axis("off")
         if c < channels:
             channel = np.asarray(activation[..., c], np.float32)
-            peak = np.abs(channel).max()
-            shown = ax.imshow(channel / peak if peak > 0 else channel, cmap="YlGnBu", vmin=0, vmax=1)
-    fig.colorbar(shown, ax=axes, shrink=0.6, label="activation / channel maximum")
+            peak = np.percentile(np.abs(channel), 99)
+            shown = ax.imshow(np.clip(channel / peak, 0, 1) if peak > 0 else channel, cmap="YlGnBu", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=axes, shrink=0.6, label="activation / channel's 99th percentile")
     if title:
         fig.suptitle(title)
     return fig
@@ -268,9 +283,13 @@ def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "
         return wide[order] if order is not None else wide
     middle, low, high = pivot(value), pivot("ci_low"), pivot("ci_high")
     errors = np.stack([(middle - low).to_numpy().T, (high - middle).to_numpy().T], axis=1)  # (bars, 2, rows)
+    if "images" in table:  # n beside each row: one number where every bar of the row counts the same images
+        counts = pivot("images")
+        middle.index = [f"{row} (n={'/'.join(str(int(v)) for v in dict.fromkeys(counts.loc[row].dropna()))})"
+                        for row in middle.index]
     middle.plot.barh(ax=ax, xerr=errors, capsize=3, color=VIEW_COLORS[:middle.shape[1]], width=0.75)
     if chance:
-        for k, row in enumerate(middle.index):
+        for k, row in enumerate(low.index):  # the row names without their n
             ax.plot([chance[row]] * 2, [k - 0.45, k + 0.45], ls=":", c="k", lw=1.5,
                     label="largest class's share" if k == 0 else None)
     ax.invert_yaxis()
@@ -282,11 +301,16 @@ def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "
 
 def group_accuracy_bars(table, title: str) -> plt.Figure:
     """Per model and group: the share classified correctly on outside images beside the model's own test
-    sensitivity for that class (``table``: model, group, images, accuracy, ci_low, ci_high, own test sensitivity)."""
+    sensitivity for that class, both with their 95 % intervals and n (``table``: model, group, images, accuracy,
+    ci_low, ci_high, and the same for the own test set: own test images, own test sensitivity, own ci_low,
+    own ci_high)."""
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(table) + 1.2))
-    labels = [f"{m} · {g} (n={n})" for m, g, n in zip(table["model"], table["group"], table["images"])]
+    labels = [f"{m} · {g} (n={n}; own test n={o})"
+              for m, g, n, o in zip(table["model"], table["group"], table["images"], table["own test images"])]
     y = np.arange(len(table))
-    ax.barh(y + 0.2, table["own test sensitivity"], height=0.4, color="#999999", label="own test set (same class)")
+    own = table["own test sensitivity"]
+    ax.barh(y + 0.2, own, height=0.4, color="#999999", label="own test set (same class, 95 % CI)", capsize=2,
+            xerr=np.stack([own - table["own ci_low"], table["own ci_high"] - own]))
     errors = np.stack([table["accuracy"] - table["ci_low"], table["ci_high"] - table["accuracy"]])
     ax.barh(y - 0.2, table["accuracy"], height=0.4, color="#d95f02", label="left-out images (95 % CI)",
             xerr=errors, capsize=2)

@@ -54,7 +54,8 @@ def compare(record) -> pd.DataFrame:
         "input size": (f"{record.config['image_size']} px", "224 px"),
         "test images": (str(test["n"]), fmt(theirs["test_n"], 0)),
     }
-    label = f"{theirs['project']}: {theirs['model']} (published)"
+    # a run no project published (e.g. the `all`-protocol run) has no published column to fill
+    label = f"{theirs['project']}: {theirs['model']} (published)" if theirs["model"] != "none" else "published: none"
     random_base = ", random init" if mine.get("pretrained") is False else ""  # a backbone without ImageNet weights
     ours = f"ours ({record.config['profile']} profile{random_base})"
     return pd.DataFrame(rows, index=[ours, label]).T

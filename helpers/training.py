@@ -120,6 +120,13 @@ class EpochLine(keras.callbacks.Callback):
               f" ({time.perf_counter() - self._start:.0f} s)")
 
 
+def stage_line(what: str, history: pd.DataFrame) -> str:
+    """One line for a finished stage: its epochs and seconds, and the kept epoch's validation loss and accuracy."""
+    kept = history[history["selected"]].iloc[-1] if history["selected"].any() else history.iloc[-1]
+    return (f"{what}: {len(history)} epochs in {history['epoch_seconds'].sum():.0f} s; kept epoch "
+            f"{int(kept['epoch']) + 1}: validation loss {kept['val_loss']:.3f}, accuracy {kept['val_accuracy']:.3f}")
+
+
 class ResumingCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keeps the weights of the lowest validation loss; when training resumes at epoch k (as
     ``BackupAndRestore`` decides), it starts from the best loss of epochs 0..k-1 in the CSV history, so a
@@ -281,7 +288,11 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
         x = np.concatenate([features(train_rows, v) for v in range(exp.views + 1)])
         y = np.tile(train_rows["class_id"].to_numpy(), exp.views + 1)
         validation = (features(val_rows, 0), val_rows["class_id"].to_numpy())
-        history = _fit(top, x, epochs, work, exp, callbacks, verbose, y=y, validation=validation, stage=stage)
+        # a head on cached features trains in seconds: one line for the stage instead of one per epoch
+        history = _fit(top, x, epochs, work, exp, callbacks, 0 if verbose == 2 else verbose, y=y,
+                       validation=validation, stage=stage)
+        if verbose == 2:
+            print(stage_line("head on cached features", history))
         top.save_weights(done)
     return model, history, len(train_rows) * (exp.views + 1), pretrained
 

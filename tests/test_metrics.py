@@ -48,11 +48,17 @@ def test_undefined_metrics_are_none_not_zero():
     assert m["per_class"]["COVID"]["sensitivity"] == 0.0
 
 
-def test_perfect_predictions_have_a_degenerate_interval():
+def test_all_right_or_all_wrong_gets_the_wilson_interval_not_a_point():
+    """The bootstrap of identical outcomes is a point; 33 of 33 right must still say how little 33 images show."""
     y = np.array([0, 1, 2, 1])
     m = metrics.classification_metrics(y, np.eye(3)[y])
-    assert (m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]) == (1.0, 1.0, 1.0)
+    assert m["accuracy"] == 1.0 and m["accuracy_ci_high"] == pytest.approx(1.0)
+    assert m["accuracy_ci_low"] == pytest.approx(0.510, abs=1e-3)  # Wilson, 4 of 4
     assert m["auc_ovr_macro"] == 1.0
+    right = metrics.accuracy_with_interval(np.ones(33))
+    assert (right["ci_low"], right["ci_high"]) == (pytest.approx(0.8957, abs=1e-3), pytest.approx(1.0))
+    wrong = metrics.accuracy_with_interval(np.zeros(4))
+    assert wrong["accuracy"] == 0.0 and wrong["ci_low"] == pytest.approx(0.0) and wrong["ci_high"] > 0.4
 
 
 def test_accuracy_with_interval_of_an_empty_group_is_undefined():
@@ -65,3 +71,9 @@ def test_largest_class_share_is_the_score_of_always_answering_the_largest_class(
     assert metrics.largest_class_share(labels) == pytest.approx(0.6)
     assert metrics.largest_class_share(pd.Series(["Normal"] * 4)) == 1.0
     assert np.isnan(metrics.largest_class_share([]))
+
+
+def test_a_share_gets_the_interval_of_as_many_right_answers():
+    share = metrics.share_with_interval(711, 720, seed=3)
+    assert share == metrics.accuracy_with_interval(np.r_[np.ones(711), np.zeros(9)], seed=3)
+    assert share["images"] == 720 and share["accuracy"] == pytest.approx(711 / 720)

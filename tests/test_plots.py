@@ -30,3 +30,20 @@ def test_a_photo_like_figure_is_saved_under_the_size_limit_and_a_chart_keeps_ful
     ax.plot([0, 1], [0, 1])
     line = plots.save(chart, "line", profile)
     assert abs(Image.open(line).info["dpi"][0] - plots.DPI) < 1
+
+
+def test_interval_bars_name_n_on_every_row_and_draw_the_chance_line_per_row():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from helpers import plots
+
+    table = pd.DataFrame({"group": ["adult", "adult", "child", "child"], "model": ["a", "b", "a", "b"],
+                          "images": [356, 356, 33, 33], "accuracy": [0.48, 0.78, 0.97, 1.0],
+                          "ci_low": [0.43, 0.73, 0.85, 0.9], "ci_high": [0.53, 0.82, 1.0, 1.0]})
+    fig, ax = plt.subplots()
+    plots.interval_bars(ax, table, "group", "model", chance={"adult": 0.5, "child": 0.35})
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["adult (n=356)", "child (n=33)"]
+    chance = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert chance == [0.5, 0.35]
+    plt.close(fig)

@@ -78,6 +78,19 @@ def test_a_two_stage_run_resumes_in_its_second_stage_without_training_the_head_a
     assert record.history["epoch"].tolist() == list(range(exp.head_epochs + exp.epochs))
 
 
+def test_a_head_on_cached_features_reports_one_line_and_the_image_stage_one_per_epoch(tiny, offline_weights,
+                                                                                       capsys):
+    _, index, profile = tiny
+    exp = experiments.experiment("squeezenet_ft2", profile)
+    record = training.train(exp, profile, quiet_split(index, profile, exp.protocol), verbose=2)
+    out = capsys.readouterr().out
+    head = record.history[record.history["stage"] == "head"]
+    kept = int(head.loc[head["selected"], "epoch"].iloc[0]) + 1
+    assert f"head on cached features: {exp.head_epochs} epochs in" in out and f"kept epoch {kept}:" in out
+    assert out.count("epoch 1/") == 1  # the image stage only
+    assert f"epoch {exp.epochs}/{exp.epochs}:" in out
+
+
 def test_an_interrupted_attempt_at_other_settings_is_wiped_not_resumed(tiny, capsys):
     _, index, profile = tiny
     exp = experiments.experiment("polazaro_baseline", profile)
