@@ -76,9 +76,9 @@ def share_with_interval(k: int, n: int, seed: int = config.SEED) -> dict:
 
 
 def _bootstrap_interval(correct: np.ndarray, seed: int, n_resamples: int) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of 0/1 outcomes (scipy.stats.bootstrap); where every
-    outcome is the same (all right or all wrong), where every resample gives the same accuracy and the bootstrap
-    collapses to a point, the Wilson score interval instead (33 of 33 right: 0.896-1)."""
+    """95 % percentile bootstrap interval of the mean of 0/1 outcomes (scipy.stats.bootstrap). Where every
+    outcome is the same (all right or all wrong), every resample gives the same accuracy and the bootstrap
+    collapses to a point, so the Wilson score interval is used instead (33 of 33 right: 0.896-1)."""
     if correct.min() == correct.max():
         wilson = stats.binomtest(int(correct.sum()), correct.size).proportion_ci(0.95, method="wilson")
         return float(wilson.low), float(wilson.high)
