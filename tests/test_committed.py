@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,49 @@ def test_readme_shortcut_numbers_are_those_notebook_07_printed(page):
     printed_numbers = set(re.findall(pattern, printed))
     missing = [n for n in numbers if n not in printed_numbers]
     assert not missing, f"README quotes numbers notebook 07 did not print: {missing}"
+
+
+def _printed(stem: str) -> str:
+    """Everything a committed notebook printed or displayed as text."""
+    notebook = nbformat.read(REPO / "notebooks" / f"{stem}.ipynb", as_version=4)
+    return "\n".join(str(output.get("text", "")) + "".join(str(v) for k, v in output.get("data", {}).items()
+                                                         if k.startswith("text/"))
+                     for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+def test_readme_reading_of_the_results_table_quotes_committed_numbers():
+    """The numbers in the README's reading of the results table are the committed ones: an accuracy with its
+    interval is a row of the results table notebook 05 wrote; a range ("30.3–35.0 %"), a count ("20 of 32") and a
+    difference from the published numbers ("1.8 points below to 5.3 points above") are what notebooks 02-04
+    printed; any other percentage is one they printed or a test accuracy the thesis published."""
+    block = _readme_block("table-reading")
+    printed = "\n".join(_printed(stem) for stem in ("02_scratch_baseline", "03_transfer_feature_extraction",
+                                                    "04_fine_tuning"))
+    table = (REPO / "figures" / "results_table.md").read_text()
+    missing, checked = [], 0
+
+    def check(pattern, expected, source):
+        nonlocal block, checked
+        for match in re.finditer(pattern, block):
+            checked += 1
+            if expected(*match.groups()) not in source:
+                missing.append(match.group(0))
+        block = re.sub(pattern, "", block)
+
+    def fraction(percent):
+        return f"{float(percent) / 100:.3f}"
+
+    check(r"(\d+\.\d) % \[(\d+\.\d), (\d+\.\d)\]",
+          lambda a, lo, hi: f"{fraction(a)} [{fraction(lo)}, {fraction(hi)}]", table)
+    check(r"(\d+(?:\.\d+)?)–(\d+(?:\.\d+)?) ?%", lambda a, b: f"{a}%–{b}%", printed)
+    check(r"(\d+\.\d) points below to (\d+\.\d) points above", lambda a, b: f"-{a} to +{b} points", printed)
+    check(r"(\d+ of \d+)", lambda pair: pair, printed)
+    known = set(re.findall(r"(?<![\d.])(\d+\.\d)%", printed))
+    published = pd.read_csv(REPO / "helpers" / "thesis_results.csv")["test_accuracy"].dropna()
+    known |= {f"{100 * accuracy:.1f}" for accuracy in published}
+    check(r"(?<![\d.])(\d+\.\d) ?%", lambda a: f"<{a}>", " ".join(f"<{number}>" for number in known))
+    assert checked >= 8, "the README's reading of the results table lost its numbers"
+    assert not missing, f"README's reading of the results table quotes numbers no committed output holds: {missing}"
 
 
 def _readme_timings() -> dict:
