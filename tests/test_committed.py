@@ -37,30 +37,24 @@ def test_committed_notebooks_link_their_neighbours_and_say_they_are_not_a_diagno
     assert all(name in header for name in others), f"{path.name}'s series line misses a notebook"
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/results.md"])
-def test_readme_shortcut_numbers_are_those_notebook_07_printed(page):
-    block = _readme_block("shortcuts", page)
-    notebook = nbformat.read(REPO / "notebooks" / "07_shortcuts.ipynb", as_version=4)
-    printed = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            printed.append(output.get("text", ""))
-            printed += [str(v) for v in output.get("data", {}).values()]
-    printed = "\n".join(printed)
-    pattern = r"(?<![\d.])\d+(?:\.\d+)?%|p = [\d.e-]+\d|n = \d+"  # whole tokens: "5%" is not in "95%"
-    numbers = re.findall(pattern, block)
-    assert numbers, "no numbers found in the README's shortcut summary"
-    printed_numbers = set(re.findall(pattern, printed))
-    missing = [n for n in numbers if n not in printed_numbers]
-    assert not missing, f"README quotes numbers notebook 07 did not print: {missing}"
-
-
 def _printed(stem: str) -> str:
     """Everything a committed notebook printed or displayed as text."""
     notebook = nbformat.read(REPO / "notebooks" / f"{stem}.ipynb", as_version=4)
     return "\n".join(str(output.get("text", "")) + "".join(str(v) for k, v in output.get("data", {}).items()
                                                          if k.startswith("text/"))
                      for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/results.md"])
+def test_readme_shortcut_numbers_are_those_notebook_07_printed(page):
+    block = _readme_block("shortcuts", page)
+    printed = _printed("07_shortcuts")
+    pattern = r"(?<![\d.])\d+(?:\.\d+)?%|p = [\d.e-]+\d|n = \d+"  # whole tokens: "5%" is not in "95%"
+    numbers = re.findall(pattern, block)
+    assert numbers, "no numbers found in the README's shortcut summary"
+    printed_numbers = set(re.findall(pattern, printed))
+    missing = [n for n in numbers if n not in printed_numbers]
+    assert not missing, f"README quotes numbers notebook 07 did not print: {missing}"
 
 
 def test_readme_reading_of_the_results_table_quotes_committed_numbers():
