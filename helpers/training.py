@@ -80,9 +80,15 @@ def compile_model(model: keras.Model, optimizer: str, learning_rate: float, deca
         opt = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, use_ema=ema)
     else:
         raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam' or 'sgd'.")
-    loss = ("sparse_categorical_crossentropy" if label_smoothing is None
-            else keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing))
-    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
+    if label_smoothing is None:
+        loss, accuracy = "sparse_categorical_crossentropy", keras.metrics.SparseCategoricalAccuracy("accuracy")
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy("accuracy")
+    model.compile(optimizer=opt, loss=loss, metrics=[accuracy], steps_per_execution=steps_per_execution)
+    # Every variable of a training step exists before fit traces it: a step that creates the optimizer's slots (or
+    # a metric's totals) while traced is traced a second time, which doubled each run's graph building.
+    model.optimizer.build(model.trainable_variables)
 
 
 # --------------------------------------------------------------------------------------------------
