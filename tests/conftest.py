@@ -110,12 +110,17 @@ def quiet_split(index, profile, protocol="polazaro"):
         return data.load_split(index, protocol, profile)
 
 
+def refuse_downloads(patch: pytest.MonkeyPatch) -> None:
+    """Every download fails as it does offline (``keras.utils.get_file`` raises), for as long as ``patch`` lasts."""
+    import keras  # here, not at the top: helpers must be imported before Keras to keep TensorFlow quiet
+
+    patch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+
+
 @pytest.fixture
 def offline_weights(monkeypatch):
     """No ImageNet weights anywhere: backbones fall back to random init where allowed (quick profile)."""
-    import keras  # here, not at the top: helpers must be imported before Keras to keep TensorFlow quiet
-
-    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    refuse_downloads(monkeypatch)
 
 
 def small_densenet(include_top, weights, input_shape):

@@ -1,7 +1,9 @@
 """training: resumable training, what a run record holds, get_or_train and records_or_train."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import warnings
 
@@ -12,7 +14,7 @@ import pytest
 from helpers import config, data, experiments, metrics, models, records, training
 from helpers.files import CorruptFileError
 
-from conftest import make_release, quiet_split, small_densenet
+from conftest import make_release, quiet_split, refuse_downloads, small_densenet
 
 # ---- training on a tiny synthetic dataset ------------------------------------------------------
 
@@ -78,12 +80,10 @@ def test_a_two_stage_run_resumes_in_its_second_stage_without_training_the_head_a
     assert record.history["epoch"].tolist() == list(range(exp.head_epochs + exp.epochs))
 
 
-def test_a_head_on_cached_features_reports_one_line_and_the_image_stage_one_per_epoch(tiny, offline_weights,
-                                                                                       capsys):
-    _, index, profile = tiny
+def test_a_head_on_cached_features_reports_one_line_and_the_image_stage_one_per_epoch(tiny, fine_tuned):
+    _, _, profile = tiny
     exp = experiments.experiment("squeezenet_ft2", profile)
-    record = training.train(exp, profile, quiet_split(index, profile, exp.protocol), verbose=2)
-    out = capsys.readouterr().out
+    record, out = fine_tuned
     head = record.history[record.history["stage"] == "head"]
     kept = int(head.loc[head["selected"], "epoch"].iloc[0]) + 1
     assert f"head on cached features: {exp.head_epochs} epochs in" in out and f"kept epoch {kept}:" in out
@@ -239,7 +239,21 @@ def test_get_or_train_retrains_when_anything_that_produced_the_record_changes(ti
 
 # ---- transfer learning: feature cache, EC and fine-tuning records -------------------------------------
 
-def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights):
+@pytest.fixture(scope="module")
+def fine_tuned(tiny, tmp_path_factory):
+    """squeezenet_ft2 on ``tiny`` (random weights, as offline), trained once with the notebooks' verbose=2 for the
+    tests that read its record or what it printed (its training took about 18 s on 2 cores)."""
+    _, index, profile = tiny
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        patch.setenv("CXR_WORK_DIR", str(tmp_path_factory.mktemp("fine-tuned-data")))
+        refuse_downloads(patch)
+        warnings.simplefilter("ignore")
+        record = training.get_or_train("squeezenet_ft2", profile, index, verbose=2)
+    return record, printed.getvalue()
+
+
+def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights, fine_tuned):
     _, index, profile = tiny
     v0 = training.get_or_train("squeezenet_v0", profile, index, verbose=0)
     assert v0.metrics["epochs_run"] == 0 and v0.metrics["pretrained"] is False
@@ -247,7 +261,7 @@ def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights)
     n_train = (data.load_split(index, "thesis", profile)["split"] == "train").sum()
     assert ec.config["scheme"] == "ec" and ec.metrics["epochs_run"] == profile.max_epochs
     assert ec.metrics["train_images"] == 2 * n_train  # view 0 and one augmented view (quick profile)
-    ft2 = training.get_or_train("squeezenet_ft2", profile, index, verbose=0)
+    ft2, _ = fine_tuned
     assert ft2.history["stage"].tolist() == ["head"] * profile.max_epochs + ["fine-tune"] * profile.max_epochs
     assert ft2.history["epoch"].tolist() == list(range(2 * profile.max_epochs))
     model = ft2.load_model()  # safe mode: the preprocessing layer is a registered class, not a lambda
