@@ -17,6 +17,7 @@ def training_speed(model_name: str, image_size: int, batch_size: int = 32, steps
     """Training images per second of a scratch architecture on random data (after one warm-up step)."""
     model = models.build(model_name, image_size)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)  # the warm-up step traces once (as training.compile_model)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
     y = rng.integers(0, len(data.CLASSES), batch_size)
@@ -47,9 +48,11 @@ def cache_speedup(exp: Experiment, profile: config.Profile, rows: pd.DataFrame, 
     cached = feature_cache.extract(extractor, rows, exp.image_size, progress=False)
     build = time.perf_counter() - start
     top.compile("adam", "sparse_categorical_crossentropy")
+    top.optimizer.build(top.trainable_variables)  # each warm-up fit traces once (as training.compile_model)
     with_cache = per_epoch(lambda: top.fit(cached, labels, batch_size=exp.batch_size, epochs=1, verbose=0))
     extractor.trainable = False
     model.compile("adam", "sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
     images = data.make_dataset(rows, exp.image_size, exp.batch_size, training=True)  # decoded images in RAM
     without = per_epoch(lambda: model.fit(images, epochs=1, shuffle=False, verbose=0))  # tf.data shuffles
     return {"images": len(rows), "cached_epoch_s": with_cache, "base_epoch_s": without,
