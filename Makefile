@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PROFILE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: run test unit lint lab bench lock book clean-runs
+.PHONY: run test unit lint lab bench pages lock book clean-runs
 
 # The exact versions of the committed run (requirements.lock); `make lock` renews them from requirements.txt.
 $(BIN)/activate: requirements.lock pyproject.toml
@@ -24,8 +24,8 @@ run: $(BIN)/activate
 	done
 
 # Every notebook through nbval in the quick profile, in series order in one process (a notebook reads what the ones
-# before it wrote), while the unit tests run beside it in another (each test has its own work folder): the two
-# together take 4.4 min on the machine of the committed run, one after the other 6.1 (benchmarks/results.md).
+# before it wrote), while the unit tests run beside it in another (each test has its own work folder): side by side
+# is faster than one after the other (benchmarks/results.md, "Graph building once per training function").
 # nbval's report is printed after the unit tests'; the target fails if either fails.
 NBVAL_LOG := data/nbval.log
 test: $(BIN)/activate
@@ -61,6 +61,11 @@ book: .venv-book/bin/activate
 	.venv-book/bin/pip install --quiet --upgrade pip
 	.venv-book/bin/pip install --quiet -r docs/requirements-book.txt
 	touch .venv-book/bin/activate
+
+# The README's run times and results table, docs/running.md's table and each notebook's run-time line, rendered
+# from benchmarks/run_times.csv and figures/results_table.md (tests/test_committed.py fails when they are stale).
+pages: $(BIN)/activate
+	$(BIN)/python benchmarks/pages.py
 
 lab: $(BIN)/activate
 	$(BIN)/jupyter lab notebooks/

@@ -1,7 +1,7 @@
 """The series' performance budgets, measured on this machine and compared as ratios within one run.
 
     python benchmarks/budgets.py               # make bench: input pipeline and feature cache (about 3 min)
-    python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (about 63 min)
+    python benchmarks/budgets.py end-to-end    # make test from a fresh clone, then make run (benchmarks/run_times.csv)
     python benchmarks/budgets.py precision     # training speed in mixed bfloat16 against float32 (about 8 min)
     python benchmarks/budgets.py precision --accuracy  # the fast-marked runs trained in both (about 10 min)
     python benchmarks/budgets.py speed [--isa AVX2]  # the speed index against the reference machine (1 min)
@@ -15,10 +15,11 @@ Components (``make bench``):
 - feature cache: seconds per epoch of an EC head on cached features against running the frozen base. Budget:
   >= 10x.
 
-End to end: clones the repository into a temporary folder, runs ``make test`` there (environment creation
-included; budget < 20 min, of which the notebooks < 10 min) and then ``make run`` one notebook at a time (budget
-< 60 min in all, peak memory < 6 GB), taking wall time and peak resident memory of each command from ``wait4``.
-The clone's executed notebooks and figures are left in place for the caller to copy back (``--keep``).
+End to end: measures the speed index, clones the repository into a temporary folder, runs ``make test`` there
+(environment creation included; budget on the reference machine < 15 min) and then ``make run`` one notebook at a
+time (budget < 60 min in all, peak memory < 6 GB), taking wall time and peak resident memory of each command from
+``wait4``, and appends every time to ``benchmarks/run_times.csv`` (``benchmarks/pages.py`` renders the pages
+from it). The clone's executed notebooks and figures are left in place for the caller to copy back (``--keep``).
 
 Every run prints a Markdown table and appends it, with the machine and the date, to ``benchmarks/results.md``.
 Measurements, not tests: the numbers vary with the machine; compare the ratios within one entry.
@@ -85,14 +86,14 @@ def pipeline_rates(index, run: str, images: int, epochs: int) -> dict:
     """
     import tensorflow as tf
 
-    from helpers import config, data, experiments
+    from helpers import config, experiments, pipeline, protocols
 
     profile = config.current("cpu")
     exp = experiments.experiment(run, profile)
-    split = data.load_split(index, exp.protocol, profile)
+    split = protocols.load_split(index, exp.protocol, profile)
     rows = split[split["split"] == "train"].sample(images, random_state=profile.seed)
-    pipeline = data.make_dataset(rows, exp.image_size, exp.batch_size, training=True, seed=profile.seed,
-                                 augment=data.project_augmentation(exp.augment, profile.seed))
+    pipeline = pipeline.make_dataset(rows, exp.image_size, exp.batch_size, training=True, seed=profile.seed,
+                                 augment=pipeline.project_augmentation(exp.augment, profile.seed))
     # The same augmented batches, held in memory as tensors: batching and feeding cost the same on both sides,
     # decoding, shuffling and augmenting only on the pipeline's. (Keras's NumPy-array input is not used: it
     # slices arrays per batch in Python and was slower than either.)
@@ -120,10 +121,10 @@ def pipeline_rates(index, run: str, images: int, epochs: int) -> dict:
 
 def cache_speedup(index, images: int, epochs: int) -> dict:
     """Seconds per epoch of the EC head on cached SqueezeNet features against the frozen base run each epoch."""
-    from helpers import config, data, experiments, timing
+    from helpers import config, experiments, protocols, timing
 
     profile = config.current("cpu")
-    split = data.load_split(index, "thesis", profile)
+    split = protocols.load_split(index, "thesis", profile)
     rows = split[split["split"] == "train"].head(images)
     result = timing.cache_speedup(experiments.experiment("squeezenet_ec", profile), profile, rows, epochs=epochs)
     return {**result, "weights": "ImageNet" if result["pretrained"] else "random init"}
@@ -136,13 +137,13 @@ def precision_speedup(index, run: str, images: int, epochs: int) -> dict:
 
     import tensorflow as tf
 
-    from helpers import config, data, experiments
+    from helpers import config, experiments, pipeline, protocols
 
     profile = config.current("cpu")
     exp = experiments.experiment(run, profile)
-    split = data.load_split(index, exp.protocol, profile)
+    split = protocols.load_split(index, exp.protocol, profile)
     rows = split[split["split"] == "train"].sample(images, random_state=profile.seed)
-    batches = list(data.make_dataset(rows, exp.image_size, exp.batch_size, training=True, seed=profile.seed))
+    batches = list(pipeline.make_dataset(rows, exp.image_size, exp.batch_size, training=True, seed=profile.seed))
     memory = tf.data.Dataset.from_tensor_slices((tf.concat([b[0] for b in batches], 0),
                                                  tf.concat([b[1] for b in batches], 0)))
     memory = memory.batch(exp.batch_size).cache().prefetch(tf.data.AUTOTUNE)
@@ -164,12 +165,12 @@ def precision_speedup(index, run: str, images: int, epochs: int) -> dict:
 
 def precision(args) -> None:
     """bfloat16 against float32 for every scratch net and SqueezeNet fine-tuning (issue: beat 98.75 % on a CPU)."""
-    from helpers import data
+    from helpers import dataset
 
-    index = data.index_dataset(data.find_dataset(), progress=False)
-    runs = args.runs or ["polazaro_baseline", "polazaro_inception_aug", "red_david", "red_alberto", "squeezenet_ft"]
+    index = dataset.index_dataset(dataset.find_dataset(), progress=False)
+    names = args.runs or ["polazaro_baseline", "polazaro_inception_aug", "red_david", "red_alberto", "squeezenet_ft"]
     lines = ["| run | input px | float32 img/s | bfloat16 img/s | bfloat16 / float32 (pairs) |", "|---|---|---|---|---|"]
-    for run in runs:
+    for run in names:
         r = precision_speedup(index, run, args.images, args.epochs)
         pairs = [b / f for f, b in r["rates"]]
         lines.append(f"| `{run}` | {r['size']} | {r['float32']:.1f} | {r['bf16']:.1f} | **{r['ratio']:.2f}x** "
@@ -190,11 +191,11 @@ def precision_accuracy(args) -> None:
     the committed results stay float32."""
     import dataclasses
 
-    from helpers import config, data, experiments, results, training
+    from helpers import config, dataset, experiments, results, runs
 
     if not config.bfloat16_supported():
         raise SystemExit("This CPU has no native bfloat16 (AVX512-BF16 or AMX): nothing to compare.")
-    index = data.index_dataset(data.find_dataset(), progress=False)
+    index = dataset.index_dataset(dataset.find_dataset(), progress=False)
     cpu = config.PROFILES["cpu"]
     os.environ["CXR_PRECISION"] = "bfloat16"  # the runs that train in bfloat16 under the opt-in: those marked fast
     names = args.runs or [n for n in results.series_runs(cpu)
@@ -202,11 +203,11 @@ def precision_accuracy(args) -> None:
     lines = [("| run | float32: val / test accuracy | bfloat16: val / test accuracy | training s float32 / bfloat16 "
               "| bfloat16 speed-up |"), "|---|---|---|---|---|"]
     for name in names:
-        runs = {}
+        by_precision = {}
         for choice, profile in (("float32", cpu), ("bfloat16", dataclasses.replace(cpu, name="cpu-bfloat16"))):
             os.environ["CXR_PRECISION"] = choice
-            runs[choice] = training.get_or_train(name, profile, index, verbose=0).metrics
-        f, b = runs["float32"], runs["bfloat16"]
+            by_precision[choice] = runs.get_or_train(name, profile, index, verbose=0).metrics
+        f, b = by_precision["float32"], by_precision["bfloat16"]
         lines.append(f"| `{name}` | {f['val']['accuracy']:.3f} / {f['test']['accuracy']:.3f} | "
                      f"{b['val']['accuracy']:.3f} / {b['test']['accuracy']:.3f} | {f['train_seconds']:.0f} / "
                      f"{b['train_seconds']:.0f} | {f['train_seconds'] / b['train_seconds']:.2f}x |")
@@ -259,7 +260,7 @@ def pipeline_fit_rate(index, run: str, size: int, images: int, epochs: int = 3, 
     import keras
     import pandas as pd
 
-    from helpers import config, data, experiments, training
+    from helpers import config, experiments, protocols, training
 
     class EpochClock(keras.callbacks.Callback):
         """Wall and process CPU seconds of each epoch."""
@@ -276,9 +277,9 @@ def pipeline_fit_rate(index, run: str, size: int, images: int, epochs: int = 3, 
 
     profile = dataclasses.replace(config.current("cpu"), allow_random_weights=True)
     exp = dataclasses.replace(experiments.experiment(run, profile), image_size=size, precision="float32", **changes)
-    split = data.load_split(index, exp.protocol, profile)
+    split = protocols.load_split(index, exp.protocol, profile)
     train = split[split["split"] == "train"].sample(images, random_state=profile.seed)
-    train_ds, _, n_train = training._image_datasets(exp, profile, pd.concat([train, split[split["split"] == "val"]]))
+    train_ds, _, n_train = training.image_datasets(exp, profile, pd.concat([train, split[split["split"] == "val"]]))
     model = trainable_model(exp, profile)
     clock = EpochClock()  # the first epoch is the warm-up: tracing, and the pipeline's cache of decoded images
     model.fit(train_ds, epochs=1 + epochs, callbacks=[clock], verbose=0)
@@ -296,9 +297,9 @@ def speed(args) -> None:
         subprocess.run([sys.executable, __file__, "speed", "--images", str(args.images)]
                        + (["--fit"] if args.fit else []), env=env, check=True)
         return
-    from helpers import data
+    from helpers import dataset
 
-    dataset = data.index_dataset(data.find_dataset(), progress=False) if args.fit else None
+    dataset = dataset.index_dataset(dataset.find_dataset(), progress=False) if args.fit else None
     lines = ["| net | input px | here, train_on_batch (img/s) | reference (img/s) | here / reference |"
              + (" fit on the pipeline (img/s, CPU use) | fit / train_on_batch |" if args.fit else ""),
              "|---|---|---|---|---|" + ("---|---|" if args.fit else "")]
@@ -327,9 +328,9 @@ def speed(args) -> None:
 def fit_at_profile_sizes(args) -> None:
     """``fit`` on the project's pipeline against bare ``train_on_batch``, each net at the input the cpu profile
     trains it at (the speed index uses the reference's sizes): does the pipeline keep both cores busy there too?"""
-    from helpers import config, data, experiments
+    from helpers import config, dataset, experiments
 
-    dataset = data.index_dataset(data.find_dataset(), progress=False)
+    dataset = dataset.index_dataset(dataset.find_dataset(), progress=False)
     lines = [("| net | input px (cpu profile) | train_on_batch (img/s) | fit on the pipeline (img/s, CPU use) | "
               "fit / train_on_batch |"), "|---|---|---|---|---|"]
     for run in REFERENCE_RATES:
@@ -363,9 +364,9 @@ def partial_fine_tuning(args) -> None:
 
 
 def components(args) -> None:
-    from helpers import data
+    from helpers import dataset
 
-    index = data.index_dataset(data.find_dataset(), progress=False)  # once, for all three measurements
+    index = dataset.index_dataset(dataset.find_dataset(), progress=False)  # once, for all three measurements
     pipelines = [pipeline_rates(index, "squeezenet_ft", args.images, args.epochs),
                  pipeline_rates(index, "polazaro_baseline", args.images * 2, args.epochs)]
     cache = cache_speedup(index, args.images * 2, args.epochs)
@@ -399,39 +400,92 @@ def timed_command(command: list[str], cwd: Path, env: dict, log) -> tuple[float,
     return (time.perf_counter() - start) / 60, usage.ru_maxrss * 1024 / GB, child.returncode
 
 
+def cpu_facts() -> tuple[str, str]:
+    """The CPU's model name and the widest instruction set oneDNN can use on it, in plain words."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, flags=re.MULTILINE)
+    flags = set(re.findall(r"^flags\s*:\s*(.+)$", info, flags=re.MULTILINE)[0].split()) if "flags" in info else set()
+    isa = next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"),
+                                        ("avx2", "AVX2")) if flag in flags), platform.machine())
+    return (model.group(1).strip() if model else platform.processor() or platform.machine()), isa
+
+
+def speed_index() -> float:
+    """This machine's speed against the reference machine: the geometric mean over ``REFERENCE_RATES``' nets of
+    the bare training rate here over the reference's (``python benchmarks/budgets.py speed`` prints each net)."""
+    ratios = [bare_training_rate(run, size, fine_tune_from=None) / reference
+              for run, (size, reference) in REFERENCE_RATES.items()]
+    return float(np.exp(np.mean(np.log(ratios))))
+
+
+def nbval_minutes(log_text: str) -> dict[str, float]:
+    """Minutes per notebook that nbval spent in its cells, from pytest's ``--durations`` lines."""
+    minutes: dict[str, float] = {}
+    for seconds, stem in re.findall(r"^([\d.]+)s \w+ +notebooks/(\d\d)_[\w]+\.ipynb::", log_text, flags=re.MULTILINE):
+        minutes[stem] = minutes.get(stem, 0.0) + float(seconds) / 60
+    return minutes
+
+
 def end_to_end(args) -> None:
+    """``make test`` and then ``make run`` (one notebook at a time) in a fresh clone; every time goes to
+    ``benchmarks/run_times.csv`` (``pages.py`` renders the README, docs and notebook lines from it) and the
+    table to ``benchmarks/results.md``."""
+    import pages
+    import pandas as pd
+
     target = Path(args.keep or tempfile.mkdtemp(prefix="cxr-e2e-")) / "repo"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(target)], check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=target, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    cpu, isa = cpu_facts()
+    index = speed_index()
+    facts = {"date": str(date.today()), "commit": commit, "cpu": cpu, "cores": os.cpu_count(), "isa": isa,
+             "speed_index": round(index, 3)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_PROFILE")}
     log_path = target.parent / "end-to-end.log"
-    rows = []
+    rows, measured = [], []
     with log_path.open("w") as log:
         if args.no_test:  # make run alone (make test's clone, minus the test run)
             subprocess.run(["make", ".venv/bin/activate"], cwd=target, env=env, stdout=log, check=True)
-        else:  # pytest lists every test's duration: the notebook cells' share of `make test` is summed from it
+        else:  # pytest lists every test's duration: each notebook's share of `make test` is summed from it
             minutes, peak, status = timed_command(["make", "test"], target,
                                                   {**env, "PYTEST_ADDOPTS": "--durations=0 --durations-min=0"}, log)
             log.flush()
             text = log_path.read_text()
             summary = re.findall(r"=+ (.*) in [\d.]+s", text)
-            cells = sum(float(s) for s in re.findall(r"^([\d.]+)s \w+ +notebooks/", text, flags=re.MULTILINE)) / 60
+            per_notebook = nbval_minutes(text)
             rows.append(("`make test` from a fresh clone (environment creation included)", minutes, peak, status,
-                         f"{summary[-1] if summary else ''}; notebooks through nbval: {cells:.1f} min"))
+                         (f"{summary[-1] if summary else ''}; notebooks through nbval: "
+                         f"{sum(per_notebook.values()):.1f} min")))
+            measured.append({"command": "make test", "profile": "quick", "notebook": "all", "minutes": minutes,
+                             "peak_gb": peak, "exit": status})
+            measured += [{"command": "make test", "profile": "quick", "notebook": stem, "minutes": m,
+                          "peak_gb": float("nan"), "exit": status} for stem, m in sorted(per_notebook.items())]
         notebooks = sorted((target / "notebooks").glob("[0-9][0-9]_*.ipynb"))
         run_minutes, run_peak, status = 0.0, 0.0, 0
         for notebook in notebooks:
             minutes, peak, status = timed_command(["make", "run", f"NOTEBOOKS=notebooks/{notebook.name}",
                                                    f"PROFILE={args.profile}"], target, env, log)
             rows.append((f"`make run`: {notebook.stem}", minutes, peak, status, ""))
+            measured.append({"command": "make run", "profile": args.profile, "notebook": notebook.name[:2],
+                             "minutes": minutes, "peak_gb": peak, "exit": status})
             run_minutes, run_peak = run_minutes + minutes, max(run_peak, peak)
             if status:  # the run stops at the first failing notebook, so its status is the whole run's
                 break
-        rows.append((f"`make run` ({args.profile} profile, all {len(notebooks)} notebooks, no run records at the start)", run_minutes,
-                     run_peak, status, ""))
+        rows.append(((f"`make run` ({args.profile} profile, all {len(notebooks)} notebooks, no run records at the "
+                     "start)"), run_minutes, run_peak, status, ""))
+        measured.append({"command": "make run", "profile": args.profile, "notebook": "all", "minutes": run_minutes,
+                         "peak_gb": run_peak, "exit": status})
+    new = pd.DataFrame([{**facts, **row} for row in measured], columns=pages.COLUMNS).round(
+        {"minutes": 2, "peak_gb": 2})
+    old = pages.read() if pages.MEASUREMENTS.exists() else None
+    pd.concat([old, new] if old is not None else [new]).to_csv(pages.MEASUREMENTS, index=False)
     lines = ["| command | wall time (min) | peak memory (GB) | exit | notes |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {m:.1f} | {p:.1f} | {s} | {note} |" for name, m, p, s, note in rows]
-    lines += ["", ("Budgets: `make test` < 20 min; `make run` < 60 min with peak memory < 6 GB. Peak memory is the "
-                   "largest single process (a notebook's kernel), from `wait4`."), f"Clone and log: `{target.parent}`."]
+    lines += ["", (f"Speed index {index:.2f} ({isa}). Budgets on the reference machine: `make test` < 15 min; "
+                   "`make run` < 60 min with peak memory < 6 GB. Peak memory is the largest single process (a "
+                   "notebook's kernel), from `wait4`. Rows appended to `benchmarks/run_times.csv`."),
+              f"Clone and log: `{target.parent}`."]
     record("Budgets: end to end", lines)
 
 

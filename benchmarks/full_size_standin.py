@@ -3,7 +3,7 @@
     python benchmarks/full_size_standin.py --target /tmp/release-standin     # about 21,000 PNGs, a few minutes
     CXR_DATA_DIR=/tmp/release-standin make run                               # what a downloading user runs
 
-The offline copy has 8058 images at 224 px; a download of version 5 (``helpers.data.KAGGLE_VERSION``) gives 3616
+The offline copy has 8058 images at 224 px; a download of version 5 (``helpers.dataset.KAGGLE_VERSION``) gives 3616
 COVID, 10192 Normal, 1345 Viral Pneumonia and 6012 Lung_Opacity images at 299 x 299, with a ``masks/`` folder per
 class. This script writes that layout and those counts from the offline images: each resized to 299 px, then
 repeated until the class has the release's count, every repeat with a little seeded noise so that its bytes
@@ -31,9 +31,9 @@ def plan(source: Path, counts: dict[str, int], stand_ins: dict[str, str]) -> lis
     """(source file, class, id, noise seed or None) for every image to write: the originals first, with their
     ids, then repeats with ids after the highest, until each class has its count."""
     sys.path.insert(0, str(REPO))
-    from helpers import data
+    from helpers import dataset
 
-    index = data.index_dataset(data.dataset_root(source), progress=False, cache=False)
+    index = dataset.index_dataset(dataset.dataset_root(source), progress=False, cache=False)
     jobs = []
     for label, count in counts.items():
         rows = index[index["label"] == stand_ins.get(label, label)].sort_values("image_id")
@@ -74,9 +74,9 @@ def main() -> None:
     if REPO in target.parents:
         raise SystemExit("Write the stand-in outside the repository: images are never committed.")
     sys.path.insert(0, str(REPO))
-    from helpers import data
+    from helpers import dataset
 
-    counts = {label: max(1, round(n * args.scale)) for label, n in data.RELEASE_COUNTS.items()}
+    counts = {label: max(1, round(n * args.scale)) for label, n in dataset.RELEASE_COUNTS.items()}
     jobs = plan(Path(args.source), counts, stand_ins={"Lung_Opacity": "Normal"})
     for label in counts:
         (target / label / "images").mkdir(parents=True, exist_ok=True)

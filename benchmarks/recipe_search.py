@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, data, experiments, metrics, records, training
+from helpers import config, dataset, experiments, metrics, protocols, run_records, training
 
 RESULTS = Path(__file__).with_name("results.md")
 CSV_ONLY = "--csv-only" in sys.argv  # rewrite the CSVs from the trained records without a new results.md entry
@@ -62,10 +62,10 @@ def explore_profile(seed: int = config.SEED) -> config.Profile:
 
 def cpu_split(index: pd.DataFrame) -> pd.DataFrame:
     """The cpu profile's thesis split (seed 42): every variant and every training seed sees the same images."""
-    return data.load_split(index, "thesis", config.PROFILES["cpu"])
+    return protocols.load_split(index, "thesis", config.PROFILES["cpu"])
 
 
-def train_variant(name: str, index: pd.DataFrame, seed: int = config.SEED) -> records.Record:
+def train_variant(name: str, index: pd.DataFrame, seed: int = config.SEED) -> run_records.Record:
     profile = explore_profile(seed)
     split = cpu_split(index)
     base = experiments.experiment("squeezenet_ft2", config.PROFILES["cpu"])
@@ -75,8 +75,8 @@ def train_variant(name: str, index: pd.DataFrame, seed: int = config.SEED) -> re
     exp = dataclasses.replace(base, name=f"ft2_{name.replace('+', '_')}_seed{seed}", **recipe(name))
     done = profile.runs_dir / exp.name
     if (done / "model.keras").exists():  # trained before with the same settings: reuse it
-        record = records.read_record(done)
-        if records.same_run(record.config, training.identity(exp, profile, split)):
+        record = run_records.read_record(done)
+        if run_records.same_run(record.config, training.identity(exp, profile, split)):
             return record
     return training.train(exp, profile, split, verbose=0)
 
@@ -86,7 +86,7 @@ def row(name: str, scores: dict, seconds: float | None) -> dict:
             "val_macro_f1": scores["macro_f1"], "seconds": seconds}
 
 
-def flipped_validation(record: records.Record, index: pd.DataFrame) -> dict:
+def flipped_validation(record: run_records.Record, index: pd.DataFrame) -> dict:
     """Validation scores of a trained variant with test-time averaging over a left-right flip."""
     split = cpu_split(index)
     val = split[split["split"] == "val"]
@@ -94,7 +94,7 @@ def flipped_validation(record: records.Record, index: pd.DataFrame) -> dict:
     return metrics.classification_metrics(predictions["true"], metrics.probabilities(predictions))
 
 
-def ensemble_validation(members: list[records.Record], part: str = "val") -> dict:
+def ensemble_validation(members: list[run_records.Record], part: str = "val") -> dict:
     """Scores of the mean probability of ``members`` (trained on one split) on its val or test images."""
     frames = [m.predictions[m.predictions["split"] == part].reset_index(drop=True) for m in members]
     if any(not f["relpath"].equals(frames[0]["relpath"]) for f in frames):
@@ -103,12 +103,12 @@ def ensemble_validation(members: list[records.Record], part: str = "val") -> dic
     return metrics.classification_metrics(frames[0]["true"], proba)
 
 
-def diagnose(record: records.Record) -> str:
+def diagnose(record: run_records.Record) -> str:
     """Where a run's validation errors are, whether validation accuracy was still rising at the last epoch, and
     how far training and validation loss are apart: what decides which levers can matter."""
     val = record.metrics["val"]
-    matrix = pd.DataFrame(val["confusion_matrix"], index=[f"true {c}" for c in data.CLASSES],
-                          columns=[f"called {c}" for c in data.CLASSES])
+    matrix = pd.DataFrame(val["confusion_matrix"], index=[f"true {c}" for c in config.CLASSES],
+                          columns=[f"called {c}" for c in config.CLASSES])
     history = record.history
     stage = history.query("stage == 'fine-tune'") if "stage" in history else history
     curve = stage[["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]].astype({"epoch": int})
@@ -135,7 +135,7 @@ def append(title: str, table: pd.DataFrame, csv: str) -> None:
 
 
 def search(names: list[str]) -> None:
-    index = data.index_dataset(data.find_dataset(), progress=False)
+    index = dataset.index_dataset(dataset.find_dataset(), progress=False)
     rows, trained = [], {}
     for name in names:
         start = time.perf_counter()
@@ -157,7 +157,7 @@ def search(names: list[str]) -> None:
 def spread(name: str, seeds: list[int]) -> None:
     """The chosen recipe trained with each seed (same split): validation and test accuracy with their
     intervals, and the mean probability of all seeds (an ensemble with no member chosen on test)."""
-    index = data.index_dataset(data.find_dataset(), progress=False)
+    index = dataset.index_dataset(dataset.find_dataset(), progress=False)
     rows, trained = [], []
     for seed in seeds:
         record = train_variant(name, index, seed)
@@ -190,7 +190,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.diagnose:
         profile = explore_profile()
-        text = diagnose(records.read_record(profile.runs_dir / f"ft2_base_seed{profile.seed}"))
+        text = diagnose(run_records.read_record(profile.runs_dir / f"ft2_base_seed{profile.seed}"))
         print(text)
         with RESULTS.open("a") as handle:
             handle.write(f"\n## Diagnosis of the two-stage recipe before changing it ({datetime.date.today()}, "

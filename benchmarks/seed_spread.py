@@ -17,28 +17,28 @@ from pathlib import Path
 import pandas as pd
 from budgets import machine  # the sibling script's one-line machine description
 
-from helpers import config, data, experiments, records, training
+from helpers import config, dataset, experiments, protocols, run_records, training
 
 HERE = Path(__file__).parent
 
 
-def train_with_seed(name: str, seed: int, index: pd.DataFrame) -> records.Record:
+def train_with_seed(name: str, seed: int, index: pd.DataFrame) -> run_records.Record:
     """The cpu profile's ``name`` trained with training seed ``seed`` on the cpu profile's split (reused when a
     record with the same settings exists)."""
     cpu = config.PROFILES["cpu"]
     profile = dataclasses.replace(cpu, name="seeds", seed=seed)
     exp = dataclasses.replace(experiments.experiment(name, cpu), name=f"{name}_seed{seed}")
-    split = data.load_split(index, exp.protocol, cpu)
+    split = protocols.load_split(index, exp.protocol, cpu)
     done = profile.runs_dir / exp.name
     if (done / "model.keras").exists():
-        record = records.read_record(done)
-        if records.same_run(record.config, training.identity(exp, profile, split)):
+        record = run_records.read_record(done)
+        if run_records.same_run(record.config, training.identity(exp, profile, split)):
             return record
     return training.train(exp, profile, split, verbose=0)
 
 
 def main(names: list[str], seeds: list[int]) -> pd.DataFrame:
-    index = data.index_dataset(data.find_dataset(), progress=False)
+    index = dataset.index_dataset(dataset.find_dataset(), progress=False)
     rows = []
     for name in names:
         for seed in seeds:

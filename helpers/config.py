@@ -15,6 +15,7 @@ import keras
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "figures"
 SEED = 42
+CLASSES = ("COVID", "Normal", "Viral Pneumonia")  # fixed order: class ids 0, 1, 2 as in both projects
 
 
 def data_dir() -> Path:
@@ -54,7 +55,7 @@ class Profile:
     max_views: int | None = None         # cap on cached augmented views per image (quick)
     batch_size: int | None = None        # one batch size for every run (quick)
     early_stopping: bool = True          # False: runs go their full (capped) length
-    # how long a missing run takes, when no committed timing of this profile says it (``training.expected_minutes``)
+    # how long a missing run takes, when no committed timing of this profile says it (``runs.expected_minutes``)
     run_time_hint: str = "time unknown (no committed timing for these runs)"
 
     @property
@@ -71,7 +72,7 @@ class Profile:
 
     @property
     def splits_dir(self) -> Path:
-        """Saved splits (``data.load_split``): shared by every profile, named by protocol, cap and seed."""
+        """Saved splits (``protocols.load_split``): shared by every profile, named by protocol, cap and seed."""
         return data_dir() / "splits"
 
     def summary(self) -> str:
@@ -191,38 +192,34 @@ PROFILES = {
         # The longer two-stage run (squeezenet_ft2_long) tells the story of squeezenet_ft2 again: it stays in the
         # full profile and in benchmarks/recipe_search.py.
         skip_runs=("squeezenet_ft2_long",),
-        left_out_per_class=500,  # of the 2054 COVID and 2400 adult Normal images the thesis protocol leaves out
-        # 07's probes: SqueezeNet features of every image in three views took a minute here (and grow with the
-        # release); 4000 is about half of this copy, the same share of every class and collection
+        left_out_per_class=500,  # 07 scores a seeded sample of the images the thesis protocol leaves out
+        # 07's probes on a seeded sample with the same share of every class and collection (features of every image
+        # grow with the release)
         probe_images=4000,
-        # frozen features and fine-tuning at 128 px: a third of the cost at 224 px (one feature cache serves 03,
-        # 04's head stages and 07's probes)
+        # frozen features and fine-tuning at 128 px instead of 224 (one feature cache serves 03, 04's head stages
+        # and 07's probes)
         image_sizes={"EC": 128, "FT": 128},
         run_settings={
-            # the smaller project's nets at 48 px: their Flatten layer makes them about 4x dearer per doubling of the
-            # side; validation accuracy at 48 px against 64 px: 0.925/0.906, 0.923/0.933, 0.894/0.913 (mean 0.914
-            # against 0.917, within the noise of 415 validation images) for 40-45 % less training time.
-            # epochs: a few past the best validation epoch of a longer trial run at 64 px (8 of 10, 8 of 8, 3 of 4;
-            # benchmarks/results.md, "Planning the cpu profile")
+            # the smaller project's nets at 48 px (their Flatten layer makes the cost grow with the square of the
+            # side; validation accuracy about as at 64 px), epochs a few past the best validation epoch of a longer
+            # trial run: benchmarks/results.md, "Planning the cpu profile"
             "polazaro_baseline": {"image_size": 48, "epochs": 8, "precision": FAST_PRECISION},
             "polazaro_baseline_aug": {"image_size": 48, "epochs": 8, "precision": FAST_PRECISION},
             "polazaro_inception_aug": {"image_size": 48, "epochs": 3, "precision": FAST_PRECISION},
-            # the thesis's nets at 32 px (Red David pools five times: a multiple of 32); at 64 px one epoch of the
-            # two together takes about five minutes on the reference machine. Epochs past the kept one of a trial
-            # run (7 of 8; Red Alberto 4 of 7, early stopping)
+            # the thesis's nets at 32 px (Red David pools five times: a multiple of 32), epochs past the kept one of
+            # a trial run: benchmarks/results.md, "Planning the cpu profile"
             "red_david": {"image_size": 32, "epochs": 7},
             "red_alberto": {"image_size": 32, "epochs": 4},
             # frozen features of two augmented views instead of five (the extraction dominated notebook 03)
             "squeezenet_v2": {"views": 2}, "squeezenet_ec": {"views": 2},
-            # the `all` protocol with the thesis protocol's 2592 training images and squeezenet_ft2's schedule: the
-            # two runs differ in who is in training, not in how much or how long (notebook 07 compares them)
+            # the `all` protocol with the thesis protocol's number of training images and squeezenet_ft2's schedule:
+            # the two runs differ in who is in training, not in how much or how long (notebook 07 compares them)
             "squeezenet_ft2_all": {"max_train": 2592, "fine_tune_from": "fire6_squeeze1x1"},
             # fine-tune SqueezeNet from fire6 on: the layers below keep their ImageNet weights and the backward pass
-            # stops there. The image stage took 40 s instead of 60 s here at validation accuracy 0.965 against 0.958
-            # for the whole base (one seed, within the noise; benchmarks/results.md, "Fine-tuning the upper part")
+            # stops there; chosen on validation (benchmarks/results.md, "Fine-tuning the upper part")
             "squeezenet_ft2": {"fine_tune_from": "fire6_squeeze1x1"},
         },
-        # The one-stage recipe collapses in its first epoch (best: epoch 1 of 8 in an earlier run): two epochs show it.
+        # The one-stage recipe: two epochs, a budget cut (benchmarks/results.md, "Planning the cpu profile").
         # CXR_PRECISION=bfloat16 trains the runs marked fast in mixed bfloat16 (not the committed results).
         scheme_settings={"ft": {"epochs": 2},
                          "ft2": {"epochs": 4, "views": 2, "precision": FAST_PRECISION}}),

@@ -1,4 +1,4 @@
-"""Evaluate a saved run on any folder in a dataset layout that ``helpers.data`` reads.
+"""Evaluate a saved run on any folder in a dataset layout that ``helpers.dataset`` reads.
 
     python -m helpers.evaluate --run data/runs/cpu/polazaro_baseline --data /path/to/my_test_set
 
@@ -21,19 +21,19 @@ class EvaluationError(ValueError):
 def evaluate_folder(run: str, folder: str, batch_size: int = 32) -> dict:
     """Metrics of the run's model on every image of ``folder`` (all of them: no protocol, no split), predicted
     as the run predicted its own test set (input size, test-time flip)."""
-    from . import config, data, metrics, records
+    from . import config, dataset, metrics, run_records
 
     if batch_size < 1:
         raise EvaluationError(f"--batch-size must be a positive number of images, got {batch_size}.")
-    record = records.read_record(run)
-    index = data.index_dataset(data.dataset_root(folder, "--data"), cache=False, progress=False)
+    record = run_records.read_record(run)
+    index = dataset.index_dataset(dataset.dataset_root(folder, "--data"), cache=False, progress=False)
     try:
         model = record.load_model()
     except Exception as error:  # Keras raises ValueError, OSError, zipfile errors... for a damaged file
         saved = config.short_path(record.path / "model.keras")
         raise EvaluationError(f"{saved} cannot be loaded ({type(error).__name__}: {_first_line(error)}); train the "
                               "run again.") from error
-    with data.naming_undecodable(index):
+    with dataset.naming_undecodable(index):
         predictions = metrics.predict(model, index, record.config["image_size"], batch_size,
                                       tta_flip=bool(record.config.get("tta_flip", False)))
     scores = metrics.classification_metrics(predictions["true"], metrics.probabilities(predictions))
@@ -45,7 +45,7 @@ def report(metrics: dict) -> str:
     """The metrics as the text the command prints."""
     import pandas as pd
 
-    from .data import CLASSES
+    from .config import CLASSES
 
     per_class = pd.DataFrame(metrics["per_class"]).T[["support", "sensitivity", "precision", "f1", "auc"]]
     matrix = pd.DataFrame(metrics["confusion_matrix"], index=[f"true {c}" for c in CLASSES],

@@ -24,7 +24,7 @@ class Experiment:
     learning_rate: float = 1e-3
     augment: str | None = None      # "thesis" (flip, zoom, brightness) or "polazaro" (flip, rotation)
     oversample_covid: int = 0       # extra, augmented copies of every COVID training image
-    max_train: int | None = None    # training images: a stratified, seeded sample of this many (data.cap_training)
+    max_train: int | None = None    # training images: a stratified, seeded sample of this many (protocols.cap_training)
     early_stopping: int | None = None  # patience on validation loss; best weights restored
     scheme: str = "scratch"         # scratch | v0 (untrained head) | ec (frozen base) | ft (one stage) | ft2
     head: str | None = None         # thesis head on pooled features: v1, v2, v2reg (backbone runs only)

@@ -181,10 +181,10 @@ def centre_shares(model: keras.Model, frame, image_size: int, batch_size: int = 
     and predicted class ids and the share of each map's mass in the central square (``centre_share``)."""
     import pandas as pd
 
-    from . import data
+    from . import pipeline
 
     shares, predicted = [], []
-    for images, _ in data.make_dataset(frame, image_size, batch_size):
+    for images, _ in pipeline.make_dataset(frame, image_size, batch_size):
         maps, proba = gradcam(model, images.numpy(), batch_size=batch_size)
         shares.append(centre_share(resize_maps(maps, image_size), fraction))
         predicted.append(proba.argmax(axis=1))

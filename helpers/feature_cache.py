@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import config, data, records
+from . import config, pipeline, run_records
 from .files import atomic_write
 from .masks import masking
 
@@ -25,15 +25,15 @@ def cache_path(extractor, frame: pd.DataFrame, view: int, augment: str | None = 
     """``data/cache/features/<extractor>-<size>-<architecture>-<weights>-<images>-<view>.npz``.
 
     The name carries fingerprints of everything that produced the features: the extractor's architecture
-    (``records.architecture``: layers, their settings and dtype policy, the input size) and its weights
-    (``records.weights_digest``), so an edited base or other weights compute anew; the images; for an augmented
+    (``run_records.architecture``: layers, their settings and dtype policy, the input size) and its weights
+    (``run_records.weights_digest``), so an edited base or other weights compute anew; the images; for an augmented
     view its augmentation layers' configuration (kind, factors, per-layer seeds); and a masked view (``keep``).
     """
     images = hashlib.sha256("\n".join(frame["sha256"] + frame["relpath"]).encode()).hexdigest()[:12]
-    model = f"{extractor.name}-{extractor.input_shape[1]}-{records.architecture(extractor)[:10]}-" \
-            f"{records.weights_digest(extractor)[:10]}"
-    layers = data.project_augmentation(augment, seed + view) if view else None
-    view_key = "view0" if not view else f"view{view}-{augment}-{records.architecture(layers)[:10]}"
+    model = f"{extractor.name}-{extractor.input_shape[1]}-{run_records.architecture(extractor)[:10]}-" \
+            f"{run_records.weights_digest(extractor)[:10]}"
+    layers = pipeline.project_augmentation(augment, seed + view) if view else None
+    view_key = "view0" if not view else f"view{view}-{augment}-{run_records.architecture(layers)[:10]}"
     view_key += f"-{keep}-only" if keep else ""
     return config.data_dir() / "cache" / "features" / f"{model}-{images}-{view_key}.npz"
 
@@ -43,7 +43,7 @@ def extract(extractor, frame: pd.DataFrame, image_size: int, *, augment=None, se
             progress: bool = True) -> np.ndarray:
     """Run ``extractor`` over the images of ``frame`` in order (optionally through ``augment``, and with only the
     border or the centre of each image kept: ``masks.masking``)."""
-    ds = data.make_dataset(frame, image_size, batch_size, training=augment is not None, shuffle=False,
+    ds = pipeline.make_dataset(frame, image_size, batch_size, training=augment is not None, shuffle=False,
                            augment=augment, seed=seed, cache=False,
                            preprocess=masking(image_size, keep) if keep else None)
     # predict_on_batch runs Keras's compiled predict function: the same numbers as an eager call, about twice as
@@ -60,7 +60,7 @@ def cached_features(extractor, frame: pd.DataFrame, *, view: int = 0, augment: s
     and saved (``cache_path`` says what the file is keyed on).
 
     View 0 is unaugmented; view k >= 1 passes every image through the project augmentation ``augment``
-    (``data.project_augmentation``) seeded with ``seed + k``, so views differ from each other and the same
+    (``pipeline.project_augmentation``) seeded with ``seed + k``, so views differ from each other and the same
     view is the same on every rerun. ``keep`` (border or centre) blacks out the rest of every image before
     the base sees it (notebook 07). ``progress=False`` hides the progress bar (executed notebooks).
     """
@@ -76,7 +76,7 @@ def cached_features(extractor, frame: pd.DataFrame, *, view: int = 0, augment: s
             # written atomically, so only a disk fault or a hand copy gets here: never trust a damaged file
             warnings.warn(f"The feature cache {path} is damaged ({type(error).__name__}: {error}); "
                           "computed again.", stacklevel=2)
-    layer = data.project_augmentation(augment, seed + view) if view else None
+    layer = pipeline.project_augmentation(augment, seed + view) if view else None
     features = extract(extractor, frame, extractor.input_shape[1], augment=layer, seed=seed + view, keep=keep,
                        desc=f"{extractor.name}, view {view}", progress=progress)
     atomic_write(path, lambda tmp: np.savez(tmp, features=features, relpath=frame["relpath"].to_numpy(dtype=str)))

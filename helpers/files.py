@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, flush it to disk, then rename it to ``path``.
@@ -36,6 +38,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
+
+
+def atomic_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """``frame`` written to ``path`` as CSV without its index, atomically (``atomic_write``)."""
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _fsync(path: Path) -> None:

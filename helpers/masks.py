@@ -15,7 +15,7 @@ def central_mask(size: int, fraction: float = 0.6) -> np.ndarray:
 
 
 def masking(image_size: int, keep: str, fraction: float = 0.6):
-    """A batch function for ``data.make_dataset(preprocess=...)`` that blacks out part of every image:
+    """A batch function for ``pipeline.make_dataset(preprocess=...)`` that blacks out part of every image:
     ``keep="border"`` hides the central square (the lungs), ``keep="centre"`` hides everything around it."""
     if keep not in ("border", "centre"):
         raise ValueError(f"keep must be 'border' or 'centre', got {keep!r}.")

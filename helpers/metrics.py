@@ -13,12 +13,12 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support, roc_auc_score
 
-from . import config, data
+from . import config, pipeline
 
 
 def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: int = 2000) -> dict:
     """Loss, accuracy with a 95 % bootstrap interval, per-class sensitivity / precision / F1 / AUC, macro-F1,
-    one-vs-rest AUC and the confusion matrix (rows true, columns predicted, class order of ``data.CLASSES``).
+    one-vs-rest AUC and the confusion matrix (rows true, columns predicted, class order of ``config.CLASSES``).
 
     Undefined values (precision of a class never predicted, AUC of a class absent) are None, not 0. A diverged
     model's NaN outputs count as a prediction of the first class (what ``argmax`` makes of them, and what a
@@ -26,7 +26,7 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     """
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=float)
-    labels = list(range(len(data.CLASSES)))
+    labels = list(range(len(config.CLASSES)))
     finite = bool(np.isfinite(proba).all())
     predicted = np.nan_to_num(proba, nan=-np.inf).argmax(axis=1)
     correct = (predicted == y_true).astype(float)
@@ -35,7 +35,7 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     interval = _bootstrap_interval(correct, seed, n_resamples)
     clipped = np.clip(proba, 1e-7, 1.0)  # float32 softmax outputs: keep log loss finite and rows summing to 1
     per_class = {}
-    for k, name in enumerate(data.CLASSES):
+    for k, name in enumerate(config.CLASSES):
         present = 0 < (y_true == k).sum() < len(y_true)
         auc = roc_auc_score(y_true == k, proba[:, k]) if present and finite else np.nan
         per_class[name] = {"sensitivity": recall[k], "precision": precision[k], "f1": f1[k], "auc": auc,
@@ -105,25 +105,25 @@ def predict(model: keras.Model, frame: pd.DataFrame, image_size: int, batch_size
     """Class probabilities for the rows of ``frame`` in their order (an unshuffled, unaugmented pass);
     ``preprocess`` transforms each batch of [0, 255] images first (e.g. ``masks.masking``); ``tta_flip``
     averages the probabilities of each image and its left-right mirror (test-time augmentation)."""
-    proba = model.predict(data.make_dataset(frame, image_size, batch_size, preprocess=preprocess), verbose=0)
+    proba = model.predict(pipeline.make_dataset(frame, image_size, batch_size, preprocess=preprocess), verbose=0)
     if tta_flip:
         def mirrored(images):
             images = images[:, :, ::-1, :]
             return preprocess(images) if preprocess else images
-        flipped = data.make_dataset(frame, image_size, batch_size, preprocess=mirrored)
+        flipped = pipeline.make_dataset(frame, image_size, batch_size, preprocess=mirrored)
         proba = (proba + model.predict(flipped, verbose=0)) / 2
     out = pd.DataFrame({"relpath": frame["relpath"].to_numpy(), "true": frame["class_id"].to_numpy(),
                         "predicted": np.nan_to_num(proba, nan=-np.inf).argmax(axis=1)})
     if "split" in frame:
         out.insert(1, "split", frame["split"].to_numpy())
-    for k, name in enumerate(data.CLASSES):
+    for k, name in enumerate(config.CLASSES):
         out[f"p_{name}"] = proba[:, k]
     return out
 
 
 def probabilities(predictions: pd.DataFrame) -> np.ndarray:
     """The probability columns of a predictions table as an (n, 3) array."""
-    return predictions[[f"p_{name}" for name in data.CLASSES]].to_numpy()
+    return predictions[[f"p_{name}" for name in config.CLASSES]].to_numpy()
 
 
 def true_and_proba(predictions: pd.DataFrame, split: str):

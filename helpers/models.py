@@ -3,7 +3,7 @@
 Every net ends in a ``logits`` layer (the class scores) and a separate softmax layer ``predictions``: the
 same network as a Dense layer with a softmax activation, but Grad-CAM can take gradients of the scores.
 
-Models take images in [0, 255] (what ``data.make_dataset`` yields without ``preprocess``) and carry their own
+Models take images in [0, 255] (what ``pipeline.make_dataset`` yields without ``preprocess``) and carry their own
 input scaling as a layer, so a saved ``model.keras`` needs nothing else to be evaluated on new images.
 """
 from __future__ import annotations

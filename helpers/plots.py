@@ -94,7 +94,7 @@ def training_curves(history, title: str = "") -> plt.Figure:
 
 def _confusion_on(ax, matrix, title: str = "", labels=None) -> None:
     """Draw a confusion matrix (rows true, columns predicted) on ``ax``: counts and row shares."""
-    from .data import CLASSES
+    from .config import CLASSES
 
     matrix = np.asarray(matrix)
     labels = labels or [name.replace(" ", "\n") for name in CLASSES]  # "Viral\nPneumonia" fits under its column

@@ -1,4 +1,6 @@
-"""The original projects' published numbers, shipped as data, for side-by-side comparison with our runs."""
+"""The results table: the series' runs, one row each from their run records (``run_records``), beside the
+original projects' published numbers (``thesis_results.csv``, shipped as data); the validation rule that picks a
+model and the paired test that says which differences are real."""
 from __future__ import annotations
 
 from importlib import resources
@@ -6,7 +8,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from . import experiments, records
+from . import experiments
 
 
 def published() -> pd.DataFrame:
@@ -96,29 +98,9 @@ def run_summary(record) -> str:
 # The results table of the series (notebook 05), built from run records only
 # --------------------------------------------------------------------------------------------------
 
-class MissingRecordsError(FileNotFoundError):
-    """Run records the results table needs do not exist yet; the message names the notebooks that make them."""
-
-
 def series_runs(profile) -> list[str]:
     """Every run the series makes in ``profile``, in notebook order (scratch, then transfer)."""
     return list(experiments.FULL) + experiments.transfer_runs(profile)
-
-
-def load_records(profile, names=None) -> dict:
-    """The run records ``names`` (default: the whole series) of ``profile``, read, never trained.
-
-    Missing or incomplete records raise ``MissingRecordsError`` listing each one with the notebook to run.
-    """
-    found, missing = records.read_records(profile, names or series_runs(profile))
-    if missing:
-        missing = [f"  {name}: run notebooks/{experiments.experiment(name, profile).notebook}" for name in missing]
-        raise MissingRecordsError(
-            f"{len(missing)} run record(s) of the {profile.name} profile are missing in "
-            f"{profile.runs_dir}:\n" + "\n".join(missing) +
-            f"\nExecute those notebooks with CXR_PROFILE={profile.name} first (or `make run`); "
-            "this notebook only reads records.")
-    return found
 
 
 def table_row(record) -> dict:

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 import pandas as pd
 
-from . import backbones, config, data, feature_cache, masks, metrics
+from . import backbones, config, feature_cache, masks, metrics
 
 VIEWS = {"whole image": None, "centre hidden": "border", "centre only": "centre"}
 PAEDIATRIC_NORMAL_IDS = 1341  # Normal ids up to here come from the paediatric collection (the first release)
@@ -28,7 +28,7 @@ def masked_accuracy(model, frame: pd.DataFrame, image_size: int, seed: int = con
         m = metrics.classification_metrics(predictions["true"], metrics.probabilities(predictions), seed=seed)
         rows.append({"view": view, "accuracy": m["accuracy"], "ci_low": m["accuracy_ci_low"],
                      "ci_high": m["accuracy_ci_high"],
-                     **{f"sensitivity {c}": m["per_class"][c]["sensitivity"] for c in data.CLASSES},
+                     **{f"sensitivity {c}": m["per_class"][c]["sensitivity"] for c in config.CLASSES},
                      "called COVID": (predictions["predicted"] == 0).mean()})
     return pd.DataFrame(rows)
 
@@ -49,7 +49,7 @@ def group_accuracy(model, frame: pd.DataFrame, image_size: int, seed: int = conf
     return group_table(frame["group"], predictions["true"], predictions["predicted"], seed)
 
 
-def group_table(groups, true, predicted, seed: int = config.SEED, classes=data.CLASSES) -> pd.DataFrame:
+def group_table(groups, true, predicted, seed: int = config.SEED, classes=config.CLASSES) -> pd.DataFrame:
     """Per group: images, accuracy (95 % bootstrap interval) and the share of the group called each class.
     Every image of a group has one true class, so a group's accuracy is that class's sensitivity in it."""
     groups, true, predicted = (np.asarray(v) for v in (groups, true, predicted))
@@ -66,7 +66,7 @@ def group_table(groups, true, predicted, seed: int = config.SEED, classes=data.C
 # --------------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=2)
-def _squeezenet_extractor(image_size: int, allow_random: bool):
+def squeezenet_extractor(image_size: int, allow_random: bool):
     """The frozen SqueezeNet extractor, built once per input size (notebook 07 asks for features many times)."""
     return backbones.feature_extractor("squeezenet", image_size, allow_random=allow_random)
 
@@ -75,7 +75,7 @@ def frozen_features(frame: pd.DataFrame, image_size: int, profile: config.Profil
                     keep: str | None = None) -> np.ndarray:
     """Pooled features of ImageNet SqueezeNet (frozen) for ``frame``'s images, whole or with only the border or
     the centre kept (``keep``); cached in ``data/cache/features`` like notebook 03's."""
-    extractor, _ = _squeezenet_extractor(image_size, profile.allow_random_weights)
+    extractor, _ = squeezenet_extractor(image_size, profile.allow_random_weights)
     return feature_cache.cached_features(extractor, frame, keep=keep, progress=False)
 
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from . import config, data, feature_cache, models, training
+from . import config, feature_cache, models, pipeline, training
 from .experiments import Experiment
 
 
@@ -20,7 +20,7 @@ def training_speed(model_name: str, image_size: int, batch_size: int = 32, steps
     model.optimizer.build(model.trainable_variables)  # the warm-up step traces once (as training.compile_model)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
-    y = rng.integers(0, len(data.CLASSES), batch_size)
+    y = rng.integers(0, len(config.CLASSES), batch_size)
     model.train_on_batch(x, y)
     start = time.perf_counter()
     for _ in range(steps):
@@ -53,7 +53,7 @@ def cache_speedup(exp: Experiment, profile: config.Profile, rows: pd.DataFrame, 
     extractor.trainable = False
     model.compile("adam", "sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)
-    images = data.make_dataset(rows, exp.image_size, exp.batch_size, training=True)  # decoded images in RAM
+    images = pipeline.make_dataset(rows, exp.image_size, exp.batch_size, training=True)  # decoded images in RAM
     without = per_epoch(lambda: model.fit(images, epochs=1, shuffle=False, verbose=0))  # tf.data shuffles
     return {"images": len(rows), "cached_epoch_s": with_cache, "base_epoch_s": without,
             "speedup": without / with_cache, "build_cache_s": build, "pretrained": pretrained}

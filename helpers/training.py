@@ -1,8 +1,7 @@
 """Build a run's model, train it with resumable callbacks, evaluate it and keep its record.
 
-``get_or_train(name, profile)`` is what the notebooks call: it returns the run record whose config matches
-(``records.same_run``) and trains otherwise, resuming from ``<run>.partial/`` when an earlier attempt was
-interrupted (the backup, the best weights so far, the CSV history and early stopping's patience all persist).
+``train`` resumes from ``<run>.partial/`` when an earlier attempt was interrupted (the backup, the best weights so
+far, the CSV history and early stopping's patience all persist); ``runs.get_or_train`` decides whether to call it.
 """
 from __future__ import annotations
 
@@ -17,8 +16,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import backbones, config, data, feature_cache, metrics, models, records
-from .experiments import Experiment, experiment
+from . import backbones, config, dataset, feature_cache, metrics, models, pipeline, protocols, run_records
+from .experiments import Experiment
 from .files import CorruptFileError, read_json, write_json
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "selected"]
@@ -234,15 +233,17 @@ def _stage_history(history_file: Path, times_file: Path, exp: Experiment) -> pd.
 # Training one run
 # --------------------------------------------------------------------------------------------------
 
-def _image_datasets(exp: Experiment, profile: config.Profile, split: pd.DataFrame):
+def image_datasets(exp: Experiment, profile: config.Profile, split: pd.DataFrame):
+    """The training and validation pipelines of ``exp`` on ``split`` (oversampling, augmentation, one-hot labels
+    where the run has them) and the number of training rows: what a run trains on, for ``train`` and benchmarks."""
     train_rows = split[split["split"] == "train"]
     if exp.oversample_covid:
-        train_rows = data.oversample(train_rows, "COVID", exp.oversample_covid)
+        train_rows = protocols.oversample(train_rows, "COVID", exp.oversample_covid)
     one_hot = _one_hot(exp)
-    train_ds = data.make_dataset(train_rows, exp.image_size, exp.batch_size, training=True,
-                                 augment=data.project_augmentation(exp.augment, profile.seed), seed=profile.seed,
+    train_ds = pipeline.make_dataset(train_rows, exp.image_size, exp.batch_size, training=True,
+                                 augment=pipeline.project_augmentation(exp.augment, profile.seed), seed=profile.seed,
                                  one_hot=one_hot, mixup=exp.mixup)
-    val_ds = data.make_dataset(split[split["split"] == "val"], exp.image_size, exp.batch_size, one_hot=one_hot)
+    val_ds = pipeline.make_dataset(split[split["split"] == "val"], exp.image_size, exp.batch_size, one_hot=one_hot)
     return train_ds, val_ds, len(train_rows)
 
 
@@ -261,7 +262,7 @@ def _compile_image_stage(model, exp: Experiment, steps_per_epoch: int) -> None:
 
 def _fit_scratch(exp, profile, split, work, callbacks, verbose):
     """A from-scratch net on images, augmented on the fly where the experiment says so."""
-    train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
+    train_ds, val_ds, n_train = image_datasets(exp, profile, split)
     model, _ = build_model(exp, profile)
     _compile_image_stage(model, exp, len(train_ds))
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
@@ -322,7 +323,7 @@ def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
     # everything (or everything from exp.fine_tune_from on) but batch norm, which keeps its ImageNet statistics
     backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=bool(pretrained),
                                        first_trainable=exp.fine_tune_from)
-    train_ds, val_ds, n_train = _image_datasets(exp, profile, split)
+    train_ds, val_ds, n_train = image_datasets(exp, profile, split)
     _compile_image_stage(model, exp, len(train_ds))
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
     if len(head_history):
@@ -346,9 +347,9 @@ def _selected_epoch(history: pd.DataFrame) -> int | None:
 
 
 def identity(exp: Experiment, profile: config.Profile, split: pd.DataFrame) -> dict:
-    """The run config of ``exp`` on ``split`` (``records.run_config``), with its architecture's fingerprint."""
+    """The run config of ``exp`` on ``split`` (``run_records.run_config``), with its architecture's fingerprint."""
     model, _ = build_model(exp, profile, weights=False)
-    return records.run_config(exp, profile, split.attrs["file"], records.architecture(model))
+    return run_records.run_config(exp, profile, split.attrs["file"], run_records.architecture(model))
 
 
 def _wipe_unless_resumable(work: Path, cfg: dict) -> None:
@@ -358,7 +359,7 @@ def _wipe_unless_resumable(work: Path, cfg: dict) -> None:
     except CorruptFileError as error:
         print(f"Starting {cfg['name']} afresh: the interrupted attempt's settings cannot be read ({error})")
         saved = None
-    if saved is None or not records.same_run(saved, cfg):
+    if saved is None or not run_records.same_run(saved, cfg):
         shutil.rmtree(work)  # an interrupted attempt at different settings cannot be resumed
 
 
@@ -369,11 +370,11 @@ def peak_memory_mb() -> float:
 
 
 def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbacks=(), verbose: int = 2
-          ) -> records.Record:
-    """Train ``exp`` on ``split`` (as ``data.load_split`` returns it, naming its file), resuming from
+          ) -> run_records.Record:
+    """Train ``exp`` on ``split`` (as ``protocols.load_split`` returns it, naming its file), resuming from
     ``<run>.partial/`` if an earlier attempt was interrupted, evaluate on validation and test, write the record."""
     keras.utils.set_random_seed(profile.seed)
-    split = data.cap_training(split, exp.max_train, profile.seed)
+    split = protocols.cap_training(split, exp.max_train, profile.seed)
     cfg = identity(exp, profile, split)
     final = profile.runs_dir / exp.name
     work = final.with_name(f"{exp.name}.partial")
@@ -385,7 +386,7 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
 
     fit = {"scratch": _fit_scratch, "v0": _fit_frozen, "ec": _fit_frozen, "ft": _fit_fine_tune,
            "ft2": _fit_fine_tune}[exp.scheme]
-    with data.naming_undecodable(split):  # a decode error names the file, not a tensor
+    with dataset.naming_undecodable(split):  # a decode error names the file, not a tensor
         model, history, train_images, pretrained = fit(exp, profile, split, work, list(callbacks), verbose)
         evaluated = split[split["split"].isin(["val", "test"])]
         predictions = metrics.predict(model, evaluated, exp.image_size, exp.batch_size, tta_flip=exp.tta_flip)
@@ -411,94 +412,6 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
         print(f"{exp.name} diverged: no epoch of its last stage ended with a finite validation loss (training "
               f"losses {history['loss'].round(3).tolist()}), so its outputs are NaN and every image is predicted "
               "as the first class. The record says so ('diverged' in metrics.json).")
-    record = records.write_record(final, cfg, history, scores, predictions, model)
+    record = run_records.write_record(final, cfg, history, scores, predictions, model)
     shutil.rmtree(work, ignore_errors=True)
     return record
-
-
-def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None = None, *,
-                 retrain: bool = False, verbose: int = 2) -> records.Record:
-    """The record of run ``name`` in ``profile``: reused when its config matches, trained otherwise.
-
-    ``index`` is the dataset index (``data.index_dataset``); it is built when not given.
-    """
-    exp = experiment(name, profile)
-    if index is None:
-        index = data.index_dataset(data.find_dataset(), progress=False)
-    split = data.load_split(index, exp.protocol, profile)
-    final = profile.runs_dir / exp.name
-    if not retrain and (final / "config.json").exists():
-        try:
-            record = records.read_record(final)
-        except FileNotFoundError:
-            record = None
-        weights_now = exp.family != "scratch" and backbones.local_weights(backbones.BACKBONES[exp.model][2])
-        if record is not None and records.same_run(record.config, identity(exp, profile, split)) and not (
-                record.metrics.get("pretrained") is False and weights_now):  # weights have appeared since
-            print(f"Reusing the run record {config.short_path(final)} ({record.metrics['epochs_run']} epochs, "
-                  f"{record.metrics['train_seconds']:.0f} s of training); delete it to train again.")
-            return record
-    return train(exp, profile, split, verbose=verbose)
-
-
-def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFrame | None = None) -> dict:
-    """The records of the runs ``names``, read where they exist; the missing ones are trained first, after a line
-    that says which and about how long they take (so notebooks 05-07 also open on a fresh clone)."""
-    found, missing = records.read_records(profile, names)
-    if missing:
-        print(f"{len(missing)} run record(s) of the {profile.name} profile missing: {', '.join(missing)}.\n"
-              f"Training them now: {expected_minutes(missing, profile)}. Running notebooks 02-04 first "
-              "makes the same records.")
-        for name in missing:
-            found[name] = get_or_train(name, profile, index, verbose=0)
-    return {name: found[name] for name in names}
-
-
-CALIBRATION_FILE = "calibration.json"  # in a profile's figures folder, beside results_table.csv (notebook 05)
-
-
-def calibration_rate() -> float:
-    """This machine's training speed, measured in about two seconds: float32 images/s of the smaller project's
-    baseline at 64 px (``timing.training_speed``). Ratios of it scale training times between machines."""
-    from . import timing  # timing imports this module
-
-    with dtype_policy("float32"):
-        return timing.training_speed("polazaro_baseline", 64, batch_size=32, steps=8)
-
-
-def save_calibration(profile: config.Profile) -> float:
-    """Measure ``calibration_rate`` and write it beside the profile's results table: the speed of the machine
-    whose training times that table holds (notebook 05 calls it, on the machine of the run)."""
-    rate = calibration_rate()
-    profile.figures_dir.mkdir(parents=True, exist_ok=True)
-    write_json(profile.figures_dir / CALIBRATION_FILE, {"images_per_second": rate,
-                                                        "net": "polazaro_baseline, 64 px, float32, batch 32"})
-    return rate
-
-
-def expected_minutes(names: list[str], profile: config.Profile) -> str:
-    """How long training ``names`` takes here, as a phrase: the profile's committed training times (its figures
-    folder's results_table.csv, written by notebook 05) plus 20 % for evaluation, scaled by this machine's speed
-    against the committed run's machine (``calibration_rate``, measured now); else the profile's hint."""
-    committed = profile.figures_dir / "results_table.csv"
-    seconds = pd.read_csv(committed).set_index("model")["train_seconds"] if committed.exists() else pd.Series()
-    known = [n for n in names if n in seconds.index]
-    if not known:
-        return profile.run_time_hint
-    total = 1.2 * seconds[known].sum() / 60
-    saved = read_json(profile.figures_dir / CALIBRATION_FILE).get("images_per_second")
-    if not saved:
-        return (f"about {max(1, round(total))} min on the committed run's machine in the {profile.name} profile "
-                "(its times; this machine's speed unknown)")
-    speed = calibration_rate() / saved
-    return (f"about {max(1, round(total / speed))} min here (the committed run's times in the {profile.name} "
-            f"profile, scaled by a warm-up measured now: this machine trains {speed:.1f}x as fast)")
-
-
-def training_time(names: list[str], profile: config.Profile) -> str:
-    """One line for a notebook to print before it trains: which of ``names`` have no record yet and about how long
-    training them takes here (``expected_minutes``)."""
-    _, missing = records.read_records(profile, names)
-    if not missing:
-        return f"All {len(names)} runs have records in {config.short_path(profile.runs_dir)}: they are reused."
-    return f"{len(missing)} of {len(names)} runs to train: {expected_minutes(missing, profile)}."

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config, data, shortcuts, training
+from helpers import config, dataset, protocols, runs, shortcuts
 
 # Read before any test clears the CXR_* variables: the SqueezeNet weight file, where this machine has it.
 SHARED_WEIGHTS_DIR = os.environ.get("CXR_WEIGHTS_DIR")
@@ -23,7 +23,7 @@ def isolated_data_dir(tmp_path, monkeypatch):
     for name in ("CXR_DATA_DIR", "CXR_WEIGHTS_DIR", "CXR_PROFILE", "CXR_WORK_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CXR_WORK_DIR", str(data_dir))
-    shortcuts._squeezenet_extractor.cache_clear()  # its weights depend on the folders set here
+    shortcuts.squeezenet_extractor.cache_clear()  # its weights depend on the folders set here
     return data_dir
 
 
@@ -85,7 +85,7 @@ def tiny(tmp_path_factory):
     base = make_release(tmp_path_factory.mktemp("dataset"), counts={"COVID": 12, "Normal": 12, "Viral Pneumonia": 12})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        index = data.index_dataset(base, progress=False, cache=False)
+        index = dataset.index_dataset(base, progress=False, cache=False)
     return base, index, TINY_PROFILE
 
 
@@ -99,15 +99,15 @@ def trained(tiny, tmp_path_factory):
         patch.setenv("CXR_WORK_DIR", str(folder))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            record = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+            record = runs.get_or_train("polazaro_baseline", profile, index, verbose=0)
     return record, folder
 
 
 def quiet_split(index, profile, protocol="polazaro"):
-    """``data.load_split`` without the warnings a tiny dataset gives (fewer images than a protocol asks for)."""
+    """``protocols.load_split`` without the warnings a tiny dataset gives (fewer images than a protocol asks for)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return data.load_split(index, protocol, profile)
+        return protocols.load_split(index, protocol, profile)
 
 
 def refuse_downloads(patch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import config, data, evaluate, metrics, records
+from helpers import config, evaluate, metrics, run_records
 
 from conftest import make_release, write_png
 
@@ -30,7 +30,7 @@ def constant_run(tmp_path):
     run_config = {"name": "constant", "image_size": SIZE, "tta_flip": False}
     history = pd.DataFrame({"epoch": [0], "loss": [1.0]})
     predictions = pd.DataFrame({"relpath": ["x.png"], "split": ["test"], "true": [1], "predicted": [1]})
-    return records.write_record(tmp_path / "runs" / "constant", run_config, history, {}, predictions, model).path
+    return run_records.write_record(tmp_path / "runs" / "constant", run_config, history, {}, predictions, model).path
 
 
 def run(args, capsys):
@@ -64,7 +64,7 @@ def test_the_run_s_test_time_flip_is_applied(constant_run, tmp_path, monkeypatch
 
 def test_files_left_out_are_listed_also_when_the_evaluation_fails(constant_run, tmp_path, capsys):
     folder = tmp_path / "broken"
-    for label in data.CLASSES:
+    for label in config.CLASSES:
         (folder / label).mkdir(parents=True)
         (folder / label / f"{label}-1.png").write_bytes(b"not a png at all")
     status, out, err = run(["--run", constant_run, "--data", folder], capsys)
@@ -97,7 +97,7 @@ def test_each_failure_is_one_line_and_status_2(constant_run, tmp_path, capsys, p
         write_png(tmp_path / "photos" / "holiday" / "beach.png", seed=1)
     elif problem == "no images":
         args["--data"] = tmp_path / "texts"
-        for label in data.CLASSES:
+        for label in config.CLASSES:
             (tmp_path / "texts" / label).mkdir(parents=True)
             (tmp_path / "texts" / label / "notes.txt").write_text("no image here")
     elif problem == "corrupt model":
@@ -130,16 +130,16 @@ def test_help_answers_without_importing_tensorflow(tmp_path):
 def test_a_transfer_model_loads_in_a_process_that_never_built_one(tmp_path):
     """Every transfer model holds the project's BackbonePreprocess layer; ``python -m helpers.evaluate`` starts a
     process that has not imported ``backbones``, and loading must still find that layer (it once could not)."""
-    from helpers import backbones
+    from helpers import backbones, run_records
 
     model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), backbones.BackbonePreprocess("caffe"),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
     history = pd.DataFrame({"epoch": [0], "loss": [1.0]})
     predictions = pd.DataFrame({"relpath": ["x.png"], "split": ["test"], "true": [1], "predicted": [1]})
-    path = records.write_record(tmp_path / "runs" / "transfer", {"name": "transfer", "image_size": SIZE}, history, {},
+    path = run_records.write_record(tmp_path / "runs" / "transfer", {"name": "transfer", "image_size": SIZE}, history, {},
                                 predictions, model).path
-    script = ("import sys\nfrom helpers import records\n"
-              "print(type(records.read_record(sys.argv[1]).load_model().layers[0]).__name__)")
+    script = ("import sys\nfrom helpers import run_records\n"
+              "print(type(run_records.read_record(sys.argv[1]).load_model().layers[0]).__name__)")
     done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300,
                           cwd=config.ROOT, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

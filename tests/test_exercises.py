@@ -2,6 +2,7 @@
 small synthetic dataset): an undefined name or a changed helper fails here, not in a student's hands."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import textwrap
@@ -54,5 +55,13 @@ def test_the_exercise_code_runs_after_the_setup_section(notebook, tmp_path, monk
         warnings.simplefilter("ignore")  # a tiny dataset warns that it has fewer images than a protocol asks for
         exec(compile(setup, f"{notebook.name}, Setup", "exec"), namespace)  # noqa: S102 (the notebook's own code)
         for number, block in enumerate(exercises, 1):
+            namespace.pop("record", None)
             exec(compile(block, f"{notebook.name}, exercise block {number}", "exec"), namespace)  # noqa: S102
             plt.close("all")
+            if "record" in namespace:  # an exercise that trains: its record is the run it describes, complete
+                record, exp = namespace["record"], namespace["exp"]
+                assert record.config["name"] == exp.name and record.path.name == exp.name
+                changed = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(exp))).items()
+                           if k not in ("source", "published")}
+                assert {k: record.config.get(k) for k in changed} == changed, f"block {number} trained another run"
+                assert 0 <= record.metrics["test"]["accuracy"] <= 1 and len(record.history) >= 1

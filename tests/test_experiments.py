@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from helpers import config, experiments, training
+from helpers import config, experiments, runs, timing
 
 
 def test_a_run_s_own_settings_merge_with_its_scheme_s_field_by_field():
@@ -80,22 +80,27 @@ def test_a_profile_of_any_name_gets_its_own_time_hint_or_its_committed_times(tmp
     """No code asks for a profile by name: a new profile works like the built-in ones. The committed times are
     scaled by this machine's speed against the committed run's (a warm-up measured now)."""
     mine = dataclasses.replace(config.PROFILES["quick"], name="classroom", run_time_hint="a minute or two per run")
-    assert training.expected_minutes(["red_david"], mine) == "a minute or two per run"
+    assert runs.expected_minutes(["red_david"], mine) == "a minute or two per run"
     mine = dataclasses.replace(mine, figures_subdir=str(tmp_path))
     (tmp_path / "results_table.csv").write_text("model,train_seconds\nred_david,300\nred_alberto,200\n")
-    assert training.expected_minutes(["red_david", "red_alberto"], mine) == (
+    assert runs.expected_minutes(["red_david", "red_alberto"], mine) == (
         "about 10 min on the committed run's machine in the classroom profile (its times; this machine's speed "
         "unknown)")
-    monkeypatch.setattr(training, "calibration_rate", lambda: 100.0)
-    training.save_calibration(mine)  # the committed run's machine: 100 images/s
-    monkeypatch.setattr(training, "calibration_rate", lambda: 250.0)  # this one: 2.5 times as fast
-    assert training.expected_minutes(["red_david", "red_alberto"], mine) == (
+    monkeypatch.setattr(runs, "calibration_rate", lambda: 100.0)
+    runs.save_calibration(mine)  # the committed run's machine: 100 images/s
+    monkeypatch.setattr(runs, "calibration_rate", lambda: 250.0)  # this one: 2.5 times as fast
+    assert runs.expected_minutes(["red_david", "red_alberto"], mine) == (
         "about 4 min here (the committed run's times in the classroom profile, scaled by a warm-up measured now: "
         "this machine trains 2.5x as fast)")
 
 
 def test_the_calibration_measures_a_real_training_speed():
-    assert 1 < training.calibration_rate() < 1e5
+    """Images per second of real training: sixteen times the pixels per image train far fewer images per second
+    (a rate that counted no work, or returned seconds instead of images/s, would not)."""
+    small = timing.training_speed("polazaro_baseline", 32, batch_size=16, steps=4)
+    large = timing.training_speed("polazaro_baseline", 128, batch_size=16, steps=4)
+    assert large < small / 2, (small, large)
+    assert runs.calibration_rate() > 0
 
 
 def test_an_unknown_run_is_a_clear_error():

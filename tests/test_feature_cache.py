@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import backbones, data, feature_cache, masks
+from helpers import backbones, dataset, feature_cache, masks
 
 from conftest import make_release
 
@@ -17,7 +17,7 @@ def frame(tmp_path):
     base = make_release(tmp_path / "dataset", counts={"COVID": 4, "Normal": 3, "Viral Pneumonia": 3})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return data.index_dataset(base, progress=False, cache=False)
+        return dataset.index_dataset(base, progress=False, cache=False)
 
 
 def pixels(size=20, name="pixels", scale=1.0):

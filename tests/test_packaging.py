@@ -71,3 +71,55 @@ def test_requirements_install_the_project_with_its_extras_and_the_lock_pins_what
     declared = _names(PYPROJECT["dependencies"]) | {
         name for extra in PYPROJECT["optional-dependencies"].values() for name in _names(extra)}
     assert declared <= pinned, f"declared but not pinned in requirements.lock: {declared - pinned}"
+
+
+def _helpers_imports() -> dict[str, set[str]]:
+    """Which helpers modules each helpers module imports, at module level or inside a function."""
+    names = {path.stem for path in (config.ROOT / "helpers").glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in names:
+        found = set()
+        for node in ast.walk(ast.parse((config.ROOT / "helpers" / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module.split(".")[0]} if node.module else {alias.name for alias in node.names}
+        graph[name] = found & names
+    return graph
+
+
+def _circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """An import circle of ``graph`` (a list of modules, first repeated last), or None."""
+    done: set[str] = set()
+
+    def visit(name, path):
+        if name in path:
+            return path[path.index(name):] + [name]
+        if name in done:
+            return None
+        for dependency in sorted(graph[name]):
+            circle = visit(dependency, path + [name])
+            if circle:
+                return circle
+        done.add(name)
+        return None
+
+    return next((c for c in (visit(name, []) for name in sorted(graph)) if c), None)
+
+
+def test_the_helpers_import_no_circle():
+    graph = _helpers_imports()
+    assert {"training", "timing", "runs"} <= set(graph)
+    assert _circle(graph) is None, f"import circle: {' -> '.join(_circle(graph))}"
+    assert _circle({**graph, "training": graph["training"] | {"timing"}}) is not None  # the check can fail
+
+
+def test_no_module_uses_another_modules_private_names():
+    """``module._name`` of a helpers module, outside that module: a private name used as if it were public."""
+    modules = set(_helpers_imports())
+    offenders = []
+    for path in [*(config.ROOT / "helpers").glob("*.py"), *(config.ROOT / "tests").glob("*.py"),
+                 *(config.ROOT / "benchmarks").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name) and node.value.id in modules and node.value.id != path.stem):
+                offenders.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert not offenders, offenders

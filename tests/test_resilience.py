@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import config, records, training
+from helpers import config, run_records, runs
 
 from conftest import make_first_release, make_release, write_png
 
@@ -33,13 +33,13 @@ import sys, time
 from dataclasses import replace
 from pathlib import Path
 import keras
-from helpers import config, data, experiments, training
+from helpers import config, dataset, experiments, protocols, run_records, runs, training
 
 log, hang, early = Path(sys.argv[1]), sys.argv[2] == "hang", sys.argv[3] == "early-stopping"
 profile = config.current()
 exp = replace(experiments.experiment("polazaro_baseline", profile), epochs=6 if early else 3, batch_size=8,
               early_stopping=2 if early else None)
-split = data.load_split(data.index_dataset(data.find_dataset(), progress=False), exp.protocol, profile)
+split = protocols.load_split(dataset.index_dataset(dataset.find_dataset(), progress=False), exp.protocol, profile)
 
 class Probe(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
@@ -59,10 +59,10 @@ training.train(exp, profile, split, callbacks=[Probe()], verbose=0)
 
 RUNS_SCRIPT = """
 import sys
-from helpers import config, training
+from helpers import config, run_records, runs, training
 profile = config.current()
 for name in sys.argv[1:]:
-    training.get_or_train(name, profile, verbose=0)
+    runs.get_or_train(name, profile, verbose=0)
 """
 
 
@@ -72,7 +72,7 @@ def child_env(dataset: Path, work: Path) -> dict:
             "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def train_here(name: str, dataset: Path, work: Path, monkeypatch) -> records.Record:
+def train_here(name: str, dataset: Path, work: Path, monkeypatch) -> run_records.Record:
     """``name`` trained in this process with the variables a kernel gets (``child_env``'s), as a notebook cell does:
     where nothing depends on a fresh process, this spares one start of TensorFlow (about 10 s on 2 cores)."""
     for key, value in child_env(dataset, work).items():
@@ -80,7 +80,7 @@ def train_here(name: str, dataset: Path, work: Path, monkeypatch) -> records.Rec
             monkeypatch.setenv(key, value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a tiny dataset has fewer images than the protocol asks for
-        return training.get_or_train(name, config.current(), verbose=0)
+        return runs.get_or_train(name, config.current(), verbose=0)
 
 
 def run_child(script: str, args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -112,7 +112,7 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_with_a_complete_record(tmp_path
     # the killed epoch 2 (index 1) runs again, not epoch 1; with early stopping, the patience used up before the
     # kill still counts (forgotten, the run would go on to epoch 5)
     assert log.read_text().split() == ["0", "1", "1", "2"]
-    record = records.read_record(runs / "polazaro_baseline")
+    record = run_records.read_record(runs / "polazaro_baseline")
     assert record.history["epoch"].tolist() == [0, 1, 2]
     assert record.metrics["epochs_run"] == 3 and record.metrics["test"]["n"] == len(record.test_predictions())
     if mode == "early-stopping":
@@ -136,7 +136,7 @@ def test_the_quick_profile_twice_gives_identical_splits_and_metrics(tmp_path):
 
     assert splits("first") == splits("second") and len(splits("first")) == 2
     for name in runs:
-        first, second = (records.read_record(tmp_path / a / "runs" / "quick" / name) for a in ("first", "second"))
+        first, second = (run_records.read_record(tmp_path / a / "runs" / "quick" / name) for a in ("first", "second"))
         drop = lambda metrics: {k: v for k, v in metrics.items() if k not in TIMING}
         assert drop(first.metrics) == drop(second.metrics), name
         pd.testing.assert_frame_equal(first.predictions, second.predictions)

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, data, experiments, metrics, records, results
+from helpers import config, experiments, metrics, results, run_records
 
 
 def fabricate_record(profile, name, correct_per_class=(10, 9, 8), n_per_class=10, pretrained=None):
-    """A complete run record written by ``records.write_record`` with made-up predictions: the first
+    """A complete run record written by ``run_records.write_record`` with made-up predictions: the first
     ``correct_per_class[k]`` test images of class k are right, the rest are called the next class."""
     exp = experiments.experiment(name, profile)
     rows = []
@@ -23,7 +23,7 @@ def fabricate_record(profile, name, correct_per_class=(10, 9, 8), n_per_class=10
                 proba = np.full(3, 0.1)
                 proba[predicted] = 0.8
                 rows.append({"relpath": f"{split}/{k}/{i}.png", "split": split, "true": k, "predicted": predicted,
-                             **{f"p_{c}": p for c, p in zip(data.CLASSES, proba)}})
+                             **{f"p_{c}": p for c, p in zip(config.CLASSES, proba)}})
     predictions = pd.DataFrame(rows)
     history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.5, 0.4], "accuracy": [0.5, 0.8, 0.9],
                             "val_loss": [0.9, 0.6, 0.7], "val_accuracy": [0.6, 0.8, 0.75],
@@ -34,7 +34,7 @@ def fabricate_record(profile, name, correct_per_class=(10, 9, 8), n_per_class=10
                    images_per_second=45.0, parameters=123, pretrained=pretrained)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     cfg = {**asdict(exp), "profile": profile.name}
-    return records.write_record(profile.runs_dir / name, cfg, history, scores, predictions, model)
+    return run_records.write_record(profile.runs_dir / name, cfg, history, scores, predictions, model)
 
 
 def test_table_has_one_row_per_record_with_the_required_columns():
@@ -69,19 +69,6 @@ def test_written_table_round_trips_and_markdown_shows_intervals():
     assert again.loc[0, "model"] == "red_alberto" and again.loc[0, "test_accuracy"] == pytest.approx(0.9)
     text = md.read_text()
     assert "| red_alberto" in text and "0.900 [" in text and "thesis: Red Alberto" in text
-
-
-def test_missing_records_name_the_notebook_that_makes_them():
-    profile = config.current("quick")
-    fabricate_record(profile, "red_david")
-    with pytest.raises(results.MissingRecordsError) as error:
-        results.load_records(profile, ["red_david", "polazaro_baseline", "squeezenet_v1", "squeezenet_ft2"])
-    message = str(error.value)
-    assert "red_david" not in message
-    assert "polazaro_baseline: run notebooks/02_scratch_baseline.ipynb" in message
-    assert "squeezenet_v1: run notebooks/03_transfer_feature_extraction.ipynb" in message
-    assert "squeezenet_ft2: run notebooks/04_fine_tuning.ipynb" in message
-    assert "CXR_PROFILE=quick" in message
 
 
 def test_series_lists_every_run_of_the_profile():

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import config, data, results, shortcuts
+from helpers import config, dataset, protocols, results, shortcuts
 
 from conftest import make_release
 
@@ -15,7 +15,7 @@ from conftest import make_release
 def quiet_index(root):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return data.index_dataset(root, progress=False, cache=False)
+        return dataset.index_dataset(root, progress=False, cache=False)
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_groups_refuse_images_without_an_id(release_index):
 
 
 def test_all_protocol_test_split_never_holds_a_copy_of_a_training_image(release_index):
-    split = data.load_split(release_index, "all", config.PROFILES["cpu"])
+    split = protocols.load_split(release_index, "all", config.PROFILES["cpu"])
     assert len(split) == len(release_index)  # every image of every class
     train = split[split["split"] == "train"]
     test = split[split["split"] == "test"]
@@ -57,12 +57,12 @@ def test_all_protocol_test_split_never_holds_a_copy_of_a_training_image(release_
 
 def test_a_capped_all_protocol_keeps_both_normal_collections(release_index):
     capped = dataclasses.replace(config.PROFILES["cpu"], max_per_class=10)
-    images = data.select_protocol(release_index, "all", capped.max_per_class)
-    assert images.groupby("label").size().to_dict() == {c: 10 for c in data.CLASSES}
+    images = protocols.select_protocol(release_index, "all", capped.max_per_class)
+    assert images.groupby("label").size().to_dict() == {c: 10 for c in config.CLASSES}
     groups = shortcuts.with_groups(images)["group"].value_counts()
     assert groups["Normal, ids <= 12"] >= 2 and groups["Normal, ids > 12"] >= 2  # not only the first ids
-    assert images.equals(data.select_protocol(release_index, "all", 10))  # seeded
-    thesis = data.select_protocol(release_index, "thesis", 10)  # the thesis keeps its first ids
+    assert images.equals(protocols.select_protocol(release_index, "all", 10))  # seeded
+    thesis = protocols.select_protocol(release_index, "thesis", 10)  # the thesis keeps its first ids
     assert thesis[thesis["label"] == "Normal"]["image_id"].tolist() == list(range(1, 11))
 
 

@@ -7,7 +7,7 @@ import warnings
 
 from PIL import Image
 
-from helpers import config, data
+from helpers import config, dataset
 
 from conftest import make_release
 
@@ -20,14 +20,14 @@ def test_the_stand_in_has_the_release_s_layout_counts_size_and_distinct_images(t
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     root = tmp_path / "standin" / "COVID-19_Radiography_Dataset"
-    expected = {label: max(1, round(n * scale)) for label, n in data.RELEASE_COUNTS.items()}
+    expected = {label: max(1, round(n * scale)) for label, n in dataset.RELEASE_COUNTS.items()}
     for label, n in expected.items():
         assert len(list((root / label / "images").glob("*.png"))) == n, label
         assert len(list((root / label / "masks").glob("*.png"))) == n, label
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        index = data.index_dataset(root, progress=False, cache=False)  # masks and Lung_Opacity ignored
-    assert index["label"].value_counts().to_dict() == {c: expected[c] for c in data.CLASSES}
+        index = dataset.index_dataset(root, progress=False, cache=False)  # masks and Lung_Opacity ignored
+    assert index["label"].value_counts().to_dict() == {c: expected[c] for c in config.CLASSES}
     assert (index[["width", "height"]] == 299).all().all()
     assert index["sha256"].is_unique  # every repeat differs in its bytes
     normal = index[index["label"] == "Normal"].sort_values("image_id")["image_id"].tolist()

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, data, experiments, metrics, models, records, training
+from helpers import config, dataset, experiments, metrics, models, protocols, run_records, runs, training
 from helpers.files import CorruptFileError
 
 from conftest import make_release, quiet_split, refuse_downloads, small_densenet
@@ -167,7 +167,7 @@ def test_get_or_train_reuses_a_matching_record(tiny, trained, monkeypatch):
     first, folder = trained
     monkeypatch.setenv("CXR_WORK_DIR", str(folder))
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("should reuse the record"))
-    reused = training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    reused = runs.get_or_train("polazaro_baseline", profile, index, verbose=0)
     assert reused.path == first.path and reused.metrics == first.metrics
 
 
@@ -195,8 +195,8 @@ def test_records_or_train_reads_what_exists_and_trains_only_what_is_missing(tiny
         trained_now.append(name)
         return f"record of {name}"
 
-    monkeypatch.setattr(training, "get_or_train", fake_train)
-    found = training.records_or_train(profile, ["polazaro_baseline", "red_david"], index)
+    monkeypatch.setattr(runs, "get_or_train", fake_train)
+    found = runs.records_or_train(profile, ["polazaro_baseline", "red_david"], index)
     assert trained_now == ["red_david"]
     assert found["polazaro_baseline"].metrics == first.metrics and found["red_david"] == "record of red_david"
     assert list(found) == ["polazaro_baseline", "red_david"]
@@ -230,10 +230,10 @@ def test_get_or_train_retrains_when_anything_that_produced_the_record_changes(ti
         monkeypatch.setitem(experiments.PUBLISHED, "polazaro_baseline",
                             dataclasses.replace(experiments.PUBLISHED["polazaro_baseline"], augment="polazaro"))
     else:
-        monkeypatch.setitem(data.PROTOCOLS, "polazaro", {**data.PROTOCOLS["polazaro"], "test": 0.3})
+        monkeypatch.setitem(protocols.PROTOCOLS, "polazaro", {**protocols.PROTOCOLS["polazaro"], "test": 0.3})
     calls = []
     monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(a[0]) or first)
-    training.get_or_train("polazaro_baseline", profile, index, verbose=0)
+    runs.get_or_train("polazaro_baseline", profile, index, verbose=0)
     assert len(calls) == 1, f"a changed {ingredient} must not reuse the old record"
 
 
@@ -249,23 +249,23 @@ def fine_tuned(tiny, tmp_path_factory):
         patch.setenv("CXR_WORK_DIR", str(tmp_path_factory.mktemp("fine-tuned-data")))
         refuse_downloads(patch)
         warnings.simplefilter("ignore")
-        record = training.get_or_train("squeezenet_ft2", profile, index, verbose=2)
+        record = runs.get_or_train("squeezenet_ft2", profile, index, verbose=2)
     return record, printed.getvalue()
 
 
 def test_frozen_and_fine_tuned_runs_make_complete_records(tiny, offline_weights, fine_tuned):
     _, index, profile = tiny
-    v0 = training.get_or_train("squeezenet_v0", profile, index, verbose=0)
+    v0 = runs.get_or_train("squeezenet_v0", profile, index, verbose=0)
     assert v0.metrics["epochs_run"] == 0 and v0.metrics["pretrained"] is False
-    ec = training.get_or_train("squeezenet_ec", profile, index, verbose=0)
-    n_train = (data.load_split(index, "thesis", profile)["split"] == "train").sum()
+    ec = runs.get_or_train("squeezenet_ec", profile, index, verbose=0)
+    n_train = (protocols.load_split(index, "thesis", profile)["split"] == "train").sum()
     assert ec.config["scheme"] == "ec" and ec.metrics["epochs_run"] == profile.max_epochs
     assert ec.metrics["train_images"] == 2 * n_train  # view 0 and one augmented view (quick profile)
     ft2, _ = fine_tuned
     assert ft2.history["stage"].tolist() == ["head"] * profile.max_epochs + ["fine-tune"] * profile.max_epochs
     assert ft2.history["epoch"].tolist() == list(range(2 * profile.max_epochs))
     model = ft2.load_model()  # safe mode: the preprocessing layer is a registered class, not a lambda
-    test = data.load_split(index, "thesis", profile).query("split == 'test'")
+    test = protocols.load_split(index, "thesis", profile).query("split == 'test'")
     again = metrics.predict(model, test, ft2.config["image_size"])
     np.testing.assert_allclose(metrics.probabilities(again), metrics.probabilities(ft2.test_predictions()),
                                atol=1e-5)
@@ -276,7 +276,7 @@ def test_a_keras_application_base_fine_tunes_through_both_stages(tiny, monkeypat
     small stand-in for DenseNet121 (the quick profile itself fine-tunes SqueezeNet only)."""
     monkeypatch.setattr(keras.applications, "DenseNet121", small_densenet)
     _, index, profile = tiny
-    ft2 = training.get_or_train("densenet121_ft2", profile, index, verbose=0)
+    ft2 = runs.get_or_train("densenet121_ft2", profile, index, verbose=0)
     assert ft2.history["stage"].tolist() == ["head"] * profile.max_epochs + ["fine-tune"] * profile.max_epochs
     assert ft2.metrics["pretrained"] is True and not ft2.metrics["diverged"]  # the stand-in counts as ImageNet's
     bn = ft2.load_model().get_layer("densenet121_features").get_layer("densenet121").get_layer("conv1_bn")
@@ -353,7 +353,7 @@ def test_mixed_precision_changes_the_layers_and_the_fingerprint_not_the_outputs_
     out = half(np.zeros((1, exp.image_size, exp.image_size, 3), "float32"))
     assert half.get_layer("logits").compute_dtype == "bfloat16" and out.dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
-    assert records.architecture(full) != records.architecture(half)
+    assert run_records.architecture(full) != run_records.architecture(half)
 
 
 def test_an_image_that_cannot_be_decoded_mid_training_is_named(tiny, tmp_path):
@@ -362,12 +362,12 @@ def test_an_image_that_cannot_be_decoded_mid_training_is_named(tiny, tmp_path):
 
     _, _, profile = tiny
     base = make_release(tmp_path / "dataset", counts={"COVID": 12, "Normal": 12, "Viral Pneumonia": 12})
-    index = data.index_dataset(base, progress=False, cache=False)
+    index = dataset.index_dataset(base, progress=False, cache=False)
     split = quiet_split(index, profile)
     victim = split[split["split"] == "train"]["path"].iloc[3]
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(victim, format="TIFF")
     exp = experiments.experiment("polazaro_baseline", profile)
-    with pytest.raises(data.UndecodableImageError, match=victim.split("/")[-1]):
+    with pytest.raises(dataset.UndecodableImageError, match=victim.split("/")[-1]):
         training.train(exp, profile, split, verbose=0)
 
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import config, data, models
+from . import config, models
 from .experiments import DESCRIPTIVE_FIELDS, Experiment
 from .files import atomic_write
 
@@ -50,8 +50,8 @@ class Record:
         return self.predictions[self.predictions["split"] == "test"].reset_index(drop=True)
 
     def test_images(self, index: pd.DataFrame) -> pd.DataFrame:
-        """The rows of ``index`` (``data.index_dataset``) this run was tested on, in its predictions' order,
-        with the run's own ``split`` column: ready for ``data.make_dataset`` or ``metrics.predict``."""
+        """The rows of ``index`` (``dataset.index_dataset``) this run was tested on, in its predictions' order,
+        with the run's own ``split`` column: ready for ``pipeline.make_dataset`` or ``metrics.predict``."""
         tested = self.test_predictions()[["relpath", "split"]]
         rows = tested.merge(index, on="relpath", how="left", validate="one_to_one")
         if rows["path"].isna().any():
@@ -128,7 +128,7 @@ def run_config(exp: Experiment, profile: config.Profile, split_file: str, model_
     fingerprints the protocol, its shares and its images) and the architecture's fingerprint."""
     return {**asdict(exp), "profile": profile.name, "max_per_class": profile.max_per_class,
             "seed": profile.seed, "split_file": split_file, "architecture": model_architecture,
-            "classes": list(data.CLASSES)}
+            "classes": list(config.CLASSES)}
 
 
 def same_run(saved: dict, current: dict) -> bool:

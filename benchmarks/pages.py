@@ -1,0 +1,151 @@
+"""The lines of the README, docs and notebook headers that quote measurement files, rendered from them.
+
+``benchmarks/run_times.csv`` holds every end-to-end measurement (``python benchmarks/budgets.py end-to-end``
+appends to it): one row per command or notebook, with the machine, its speed index against the reference
+machine, the commit and the date. ``figures/results_table.md`` is the results table notebook 05 writes. Nothing
+else types these numbers: the README's run-time lines and results table, the table in ``docs/running.md`` and each
+notebook's run-time line are rendered from them by
+
+    python benchmarks/pages.py        # make pages
+
+and ``tests/test_committed.py`` fails when a page differs from what the files give today.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+MEASUREMENTS = REPO / "benchmarks" / "run_times.csv"
+COLUMNS = ["date", "commit", "cpu", "cores", "isa", "speed_index", "command", "profile", "notebook", "minutes",
+           "peak_gb", "exit"]
+REFERENCE = "the reference machine (2 cores, AVX2 only, float32)"
+NOT_MEASURED = "not measured yet (`python benchmarks/budgets.py end-to-end` measures it)"
+NOTEBOOK_MARKER = "<!-- run-time: rendered from benchmarks/run_times.csv by `make pages`; do not edit -->"
+
+
+def read(path: Path = MEASUREMENTS) -> pd.DataFrame:
+    """Every measurement, oldest first; the notebook column as text ("01" ... "07", "all")."""
+    return pd.read_csv(path, dtype={"notebook": str, "commit": str})
+
+
+def newest(frame: pd.DataFrame, command: str, profile: str) -> pd.DataFrame:
+    """The rows of the newest successful measurement of ``command`` in ``profile`` (one date and commit); none
+    before the first ``python benchmarks/budgets.py end-to-end``."""
+    rows = frame[(frame["command"] == command) & (frame["profile"] == profile) & (frame["exit"] == 0)]
+    if rows.empty:
+        return rows
+    last = rows.iloc[-1]
+    return rows[(rows["date"] == last["date"]) & (rows["commit"] == last["commit"])]
+
+
+def on_reference(row) -> float:
+    """Minutes on the reference machine, estimated: the minutes measured times the machine's speed index."""
+    return float(row["minutes"]) * float(row["speed_index"])
+
+
+def about(minutes: float) -> str:
+    return "under a minute" if minutes < 1 else f"about {round(minutes)} min"
+
+
+def machine(row) -> str:
+    return f"{row['cpu']} ({row['cores']} cores, {row['isa']}, speed index {row['speed_index']:.2f})"
+
+
+def readme_block(frame: pd.DataFrame) -> str:
+    """The README's two run-time lines, one per command."""
+    lines = []
+    for command, what in (("make run", "cpu profile, no run records yet"), ("make test", "quick profile")):
+        rows = newest(frame, command, "cpu" if command == "make run" else "quick")
+        if rows.empty:
+            lines.append(f"- `{command}` ({what}): {NOT_MEASURED}.")
+            continue
+        whole = rows[rows["notebook"] == "all"].iloc[0]
+        lines.append(f"- `{command}` ({what}): {about(on_reference(whole))} on {REFERENCE}, peak memory "
+                     f"{whole['peak_gb']:.1f} GB; estimated from {whole['minutes']:.1f} min measured on "
+                     f"{machine(whole)}, {whole['date']}, commit {whole['commit']}.")
+    return "\n".join(lines)
+
+
+def notebook_line(frame: pd.DataFrame, notebook: str) -> str:
+    """One notebook's run-time line: the reference machine's estimate in the cpu profile, and the quick profile."""
+    cpu = newest(frame, "make run", "cpu")
+    quick = newest(frame, "make test", "quick")
+    if cpu.empty:
+        return f"**Run time:** {NOT_MEASURED}."
+    row = cpu[cpu["notebook"] == notebook].iloc[0]
+    quick_row = quick[quick["notebook"] == notebook]
+    quick_text = f", {about(on_reference(quick_row.iloc[0]))} in the `quick` profile" if len(quick_row) else ""
+    return (f"**Run time:** {about(on_reference(row))} on an ordinary 2-core laptop in the `cpu` profile, after the "
+            f"notebooks before it{quick_text} ([how this is measured](../docs/running.md)).")
+
+
+def docs_table(frame: pd.DataFrame) -> str:
+    """docs/running.md's table: each notebook's newest measurement, in both profiles."""
+    cpu = newest(frame, "make run", "cpu").set_index("notebook")
+    quick = newest(frame, "make test", "quick").set_index("notebook")
+    if cpu.empty:
+        return f"Run times: {NOT_MEASURED}."
+    first = cpu.iloc[0]
+    lines = [(f"Measured on {machine(first)}, {first['date']}, commit {first['commit']}; the reference column is "
+             "the measured time times the speed index."), "",
+             ("| notebook | cpu profile here (min) | cpu peak memory (GB) | cpu profile on the reference (min, "
+             "estimated) | quick profile through nbval here (min) |"), "|---|---|---|---|---|"]
+    for notebook, row in cpu.iterrows():
+        quick_minutes = f"{quick.loc[notebook, 'minutes']:.1f}" if notebook in quick.index else "–"
+        lines.append(f"| {notebook} | {row['minutes']:.1f} | {row['peak_gb']:.1f} | {on_reference(row):.0f} | "
+                     f"{quick_minutes} |")
+    return "\n".join(lines)
+
+
+def results_table() -> str:
+    """The results table notebook 05 wrote (its table lines only)."""
+    written = (REPO / "figures" / "results_table.md").read_text()
+    return "\n".join(line for line in written.splitlines() if line.startswith("|"))
+
+
+def replace_block(text: str, marker: str, body: str) -> str:
+    """``text`` with the lines between ``<!-- {marker}:start ... -->`` and ``<!-- {marker}:end -->`` replaced."""
+    pattern = re.compile(rf"(<!-- {marker}:start[^\n]*-->\n).*?(<!-- {marker}:end -->)", re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"no {marker} markers found")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def render_notebook_header(source: str, line: str) -> str:
+    """A notebook's first cell with the line after ``NOTEBOOK_MARKER`` replaced by ``line``."""
+    pattern = re.compile(re.escape(NOTEBOOK_MARKER) + r"\n[^\n]*")
+    if not pattern.search(source):
+        raise ValueError("the header has no run-time marker")
+    return pattern.sub(lambda m: NOTEBOOK_MARKER + "\n" + line, source)
+
+
+def rendered(frame: pd.DataFrame | None = None) -> dict[Path, str]:
+    """Every page that quotes a measurement file, as the files render it today (path -> full text)."""
+    frame = read() if frame is None else frame
+    readme = replace_block((REPO / "README.md").read_text(), "run-times", readme_block(frame))
+    pages = {REPO / "README.md": replace_block(readme, "results-table", results_table()),
+             REPO / "docs" / "running.md": replace_block((REPO / "docs" / "running.md").read_text(), "run-times",
+                                                         docs_table(frame))}
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        notebook = json.loads(path.read_text())
+        header = "".join(notebook["cells"][0]["source"])
+        new = render_notebook_header(header, notebook_line(frame, path.name[:2]))
+        notebook["cells"][0]["source"] = new.splitlines(keepends=True)
+        pages[path] = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+    return pages
+
+
+def main() -> None:
+    for path, text in rendered().items():
+        if path.read_text() != text:
+            path.write_text(text)
+            print(f"rendered {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
