@@ -433,11 +433,15 @@ def end_to_end(args) -> None:
     import pages
     import pandas as pd
 
+    if args.isa:  # before TensorFlow loads here, and inherited by every command below
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa
     target = Path(args.keep or tempfile.mkdtemp(prefix="cxr-e2e-")) / "repo"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(target)], check=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=target, capture_output=True, text=True,
                             check=True).stdout.strip()
     cpu, isa = cpu_facts()
+    if args.isa:
+        isa = f"{args.isa} (oneDNN held to it on an {isa} CPU)"
     index = speed_index()
     facts = {"date": str(date.today()), "commit": commit, "cpu": cpu, "cores": os.cpu_count(), "isa": isa,
              "speed_index": round(index, 3)}
@@ -503,7 +507,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", help="precision: only these runs (default: every scratch net and "
                         "squeezenet_ft)")
     parser.add_argument("--keep", help="end-to-end: folder to clone into and keep (default: a temporary one)")
-    parser.add_argument("--isa", help="speed: hold oneDNN to this instruction set (e.g. AVX2), in a child process")
+    parser.add_argument("--isa", help="speed, end-to-end: hold oneDNN to this instruction set (e.g. AVX2)")
     parser.add_argument("--accuracy", action="store_true", help="precision: train the cpu profile's fast-marked "
                         "runs in both precisions and compare accuracy and time (minutes)")
     parser.add_argument("--fit", action="store_true", help="speed: also fit each net on the project's pipeline "

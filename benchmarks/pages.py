@@ -43,6 +43,14 @@ def newest(frame: pd.DataFrame, command: str, profile: str) -> pd.DataFrame:
     return rows[(rows["date"] == last["date"]) & (rows["commit"] == last["commit"])]
 
 
+def scalable(row) -> bool:
+    """Whether a measurement scales to the reference machine by its speed index: only one made with the
+    reference's AVX2 kernels (an AVX2 CPU, or oneDNN held to AVX2). Wider vector units (AVX-512, bfloat16) speed
+    the nets' arithmetic far more than the rest of a run, so their times times the index overstate the
+    reference's (benchmarks/results.md, "Budgets: end to end", 2026-12-07)."""
+    return str(row["isa"]).startswith("AVX2")
+
+
 def on_reference(row) -> float:
     """Minutes on the reference machine, estimated: the minutes measured times the machine's speed index."""
     return float(row["minutes"]) * float(row["speed_index"])
@@ -65,23 +73,34 @@ def readme_block(frame: pd.DataFrame) -> str:
             lines.append(f"- `{command}` ({what}): {NOT_MEASURED}.")
             continue
         whole = rows[rows["notebook"] == "all"].iloc[0]
-        lines.append(f"- `{command}` ({what}): {about(on_reference(whole))} on {REFERENCE}, peak memory "
-                     f"{whole['peak_gb']:.1f} GB; estimated from {whole['minutes']:.1f} min measured on "
-                     f"{machine(whole)}, {whole['date']}, commit {whole['commit']}.")
+        measured = (f"{whole['minutes']:.1f} min measured on {machine(whole)}, {whole['date']}, commit "
+                    f"{whole['commit']}, peak memory {whole['peak_gb']:.1f} GB")
+        if scalable(whole):
+            lines.append(f"- `{command}` ({what}): {about(on_reference(whole))} on {REFERENCE}, estimated from "
+                         f"{measured}.")
+        else:
+            lines.append(f"- `{command}` ({what}): {measured}; not scaled to {REFERENCE}, whose AVX2 kernels "
+                         "this measurement did not use ([why](docs/running.md)).")
     return "\n".join(lines)
 
 
 def notebook_line(frame: pd.DataFrame, notebook: str) -> str:
-    """One notebook's run-time line: the reference machine's estimate in the cpu profile, and the quick profile."""
+    """One notebook's run-time line: the cpu profile (on the reference machine where the measurement scales to
+    it) and the quick profile."""
     cpu = newest(frame, "make run", "cpu")
     quick = newest(frame, "make test", "quick")
     if cpu.empty:
         return f"**Run time:** {NOT_MEASURED}."
     row = cpu[cpu["notebook"] == notebook].iloc[0]
+    if scalable(row):
+        where, minutes = "on an ordinary 2-core laptop", on_reference(row)
+    else:
+        where, minutes = f"on a 2-core {row['isa']} machine (longer on an ordinary laptop)", float(row["minutes"])
     quick_row = quick[quick["notebook"] == notebook]
-    quick_text = f", {about(on_reference(quick_row.iloc[0]))} in the `quick` profile" if len(quick_row) else ""
-    return (f"**Run time:** {about(on_reference(row))} on an ordinary 2-core laptop in the `cpu` profile, after the "
-            f"notebooks before it{quick_text} ([how this is measured](../docs/running.md)).")
+    quick_text = (f", {about(float(quick_row.iloc[0]['minutes']))} in the `quick` profile on the same machine"
+                  if len(quick_row) else "")
+    return (f"**Run time:** {about(minutes)} in the `cpu` profile {where}, after the notebooks before it"
+            f"{quick_text} ([how this is measured](../docs/running.md)).")
 
 
 def docs_table(frame: pd.DataFrame) -> str:
@@ -91,14 +110,15 @@ def docs_table(frame: pd.DataFrame) -> str:
     if cpu.empty:
         return f"Run times: {NOT_MEASURED}."
     first = cpu.iloc[0]
-    lines = [(f"Measured on {machine(first)}, {first['date']}, commit {first['commit']}; the reference column is "
-             "the measured time times the speed index."), "",
+    note = ("the reference column is the measured time times the speed index" if scalable(first) else
+            "measured with wider vector instructions than the reference's AVX2, so not scaled to it")
+    lines = [f"Measured on {machine(first)}, {first['date']}, commit {first['commit']}; {note}.", "",
              ("| notebook | cpu profile here (min) | cpu peak memory (GB) | cpu profile on the reference (min, "
-             "estimated) | quick profile through nbval here (min) |"), "|---|---|---|---|---|"]
+              "estimated) | quick profile through nbval here (min) |"), "|---|---|---|---|---|"]
     for notebook, row in cpu.iterrows():
         quick_minutes = f"{quick.loc[notebook, 'minutes']:.1f}" if notebook in quick.index else "–"
-        lines.append(f"| {notebook} | {row['minutes']:.1f} | {row['peak_gb']:.1f} | {on_reference(row):.0f} | "
-                     f"{quick_minutes} |")
+        reference = f"{on_reference(row):.0f}" if scalable(row) else "–"
+        lines.append(f"| {notebook} | {row['minutes']:.1f} | {row['peak_gb']:.1f} | {reference} | {quick_minutes} |")
     return "\n".join(lines)
 
 
