@@ -17,9 +17,10 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from . import config
+from . import config, duplicates
 from .config import CLASSES
 from .files import atomic_csv
+from .pipeline import to_gray
 
 OPTIONAL_CLASSES = ("Lung_Opacity",)
 # Folder names of the current release and of the first releases (2020), matched case-insensitively.
@@ -38,8 +39,8 @@ KAGGLE_VERSION = 5  # 3616 COVID / 10192 Normal / 6012 Lung_Opacity / 1345 Viral
 RELEASE_COUNTS = {"COVID": 3616, "Normal": 10192, "Viral Pneumonia": 1345, "Lung_Opacity": 6012}
 RELEASE_IMAGE_SIZE = (299, 299)
 
-INDEX_COLUMNS = ["path", "relpath", "label", "class_id", "image_id", "sha256", "width", "height", "mode",
-                 "bytes", "mtime_ns"]
+INDEX_COLUMNS = ["path", "relpath", "label", "class_id", "image_id", "sha256", "phash", "width", "height", "mode",
+                 "bytes", "mtime_ns", "duplicate_group"]
 
 
 
@@ -191,7 +192,8 @@ class UndecodableImageError(ValueError):
 
 
 def describe_image(path: Path) -> dict:
-    """sha256, size and mode of one image; raises ValueError naming the file when it cannot be decoded.
+    """sha256, size, mode and perceptual hash of one image; raises ValueError naming the file when it cannot be
+    decoded.
 
     Pillow reports size and mode; TensorFlow's decoder, the one training uses (``_decode``), must read it too:
     a TIFF named ``.png`` or an RLE-compressed BMP opens in Pillow but not there (TF 2.21 reads WebP).
@@ -201,13 +203,15 @@ def describe_image(path: Path) -> dict:
         with Image.open(path) as image:
             image.load()  # decodes every pixel: catches truncated files that verify() lets through
             width, height, mode, kind = image.width, image.height, image.mode, image.format
+            perceptual = duplicates.phash(to_gray(image))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: cannot be read as an image ({error})") from error
     problem = _tf_decode_problem(raw)
     if problem:
         raise ValueError(f"{path}: a {kind} image that TensorFlow's decoder, which training uses, cannot read "
                          f"({problem}). Convert it to PNG.")
-    return {"sha256": hashlib.sha256(raw).hexdigest(), "width": width, "height": height, "mode": mode}
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "width": width, "height": height, "mode": mode,
+            "phash": perceptual}
 
 
 def _tf_decode_problem(raw: bytes) -> str | None:
@@ -262,7 +266,8 @@ def naming_undecodable(frame: pd.DataFrame):
 
 def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = True,
                   progress: bool = True) -> pd.DataFrame:
-    """One row per readable image of the classes in ``include``, in class order then by id.
+    """One row per readable image of the classes in ``include``, in class order then by id, with its perceptual
+    hash and its ``duplicate_group`` (byte-identical files and confirmed near-duplicates, ``duplicates``).
 
     Unreadable files are left out with one warning that names them; the list is in ``frame.attrs["skipped"]``.
     The index is cached in ``data/cache/`` and only new or changed files (size, mtime) are read again.
@@ -291,11 +296,11 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
             warnings.warn(f"The class folder(s) {[str(f) for f in folders[label]]} hold no images.", stacklevel=2)
         files += [(label, f) for f in found]
 
-    # v2: images checked with TensorFlow's decoder too (older caches were checked with Pillow only)
-    cache_file = config.data_dir() / "cache" / f"index-v2-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}.csv"
+    # v3: with each image's perceptual hash (v2 had none; v1 was checked with Pillow only, not TensorFlow's decoder)
+    cache_file = config.data_dir() / "cache" / f"index-v3-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}.csv"
     known = {}
     if cache and cache_file.exists():
-        old = pd.read_csv(cache_file, dtype={"sha256": str, "mode": str})
+        old = pd.read_csv(cache_file, dtype={"sha256": str, "mode": str, "phash": str})
         known = {row.relpath: row for row in old.itertuples(index=False)}
 
     rows = []
@@ -304,7 +309,8 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
         relpath = str(path.relative_to(root))
         hit = known.get(relpath)
         if hit is not None and hit.bytes == stat.st_size and hit.mtime_ns == stat.st_mtime_ns:
-            described = {"sha256": hit.sha256, "width": hit.width, "height": hit.height, "mode": hit.mode}
+            described = {"sha256": hit.sha256, "width": hit.width, "height": hit.height, "mode": hit.mode,
+                         "phash": hit.phash}
         else:
             try:
                 described = describe_image(path)
@@ -319,7 +325,8 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
     frame["image_id"] = frame["image_id"].astype("Int64")
     frame = frame.sort_values(["class_id", "image_id", "relpath"], na_position="last").reset_index(drop=True)
     if cache and not frame.empty:
-        atomic_csv(frame, cache_file)
+        atomic_csv(frame.drop(columns="duplicate_group"), cache_file)
+    frame["duplicate_group"] = duplicates.duplicate_groups(frame) if not frame.empty else frame["sha256"]
     if problems:
         warnings.warn(f"{len(problems)} file(s) left out of the index:\n{_listing(problems)}", stacklevel=2)
     if frame.empty:

@@ -27,6 +27,7 @@ def evaluate_folder(run: str, folder: str, batch_size: int = 32) -> dict:
         raise EvaluationError(f"--batch-size must be a positive number of images, got {batch_size}.")
     record = run_records.read_record(run)
     index = dataset.index_dataset(dataset.dataset_root(folder, "--data"), cache=False, progress=False)
+    warn_about_training_twins(record, index, folder)
     try:
         model = record.load_model()
     except Exception as error:  # Keras raises ValueError, OSError, zipfile errors... for a damaged file
@@ -39,6 +40,32 @@ def evaluate_folder(run: str, folder: str, batch_size: int = 32) -> dict:
     scores = metrics.classification_metrics(predictions["true"], metrics.probabilities(predictions))
     scores["skipped"] = len(index.attrs.get("skipped", []))
     return scores
+
+
+def warn_about_training_twins(record, index, folder: str) -> None:
+    """Warn, naming the files, when ``folder`` holds images the run trained or validated on, or the same
+    radiographs saved again: its accuracy there would not be the accuracy on unseen images."""
+    import pandas as pd
+
+    from . import config, dataset, duplicates
+
+    split_file = config.data_dir() / "splits" / str(record.config.get("split_file"))
+    if not split_file.is_file():
+        return  # the run's split is not on this machine: nothing to compare with
+    seen = pd.read_csv(split_file, dtype={"sha256": str, "phash": str}).query("split != 'test'")
+    try:
+        root = dataset.find_dataset(download=False)
+        seen = seen.assign(path=[str(root / relpath) for relpath in seen["relpath"]])
+    except dataset.DatasetNotFoundError:
+        pass  # without the training images, near-duplicates are matched on their hash alone
+    twins = duplicates.twins_of(index, seen)
+    if len(twins):
+        listing = "\n".join(f"  {row.relpath}: the same radiograph as training image {row.twin_of}"
+                            for row in twins.head(20).itertuples())
+        more = f"\n  ... and {len(twins) - 20} more" if len(twins) > 20 else ""
+        warnings.warn(f"{len(twins)} image(s) in {folder} duplicate images {record.config.get('name')} trained or "
+                      f"validated on; its accuracy on them is not accuracy on unseen images:\n{listing}{more}",
+                      stacklevel=2)
 
 
 def report(metrics: dict) -> str:

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
 from . import config, pipeline
 
@@ -33,7 +33,10 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, predicted, labels=labels, zero_division=np.nan)
     interval = _bootstrap_interval(correct, seed, n_resamples)
-    clipped = np.clip(proba, 1e-7, 1.0)  # float32 softmax outputs: keep log loss finite and rows summing to 1
+    # Keras computes a softmax model's cross-entropy from its logits, unclipped: floor a probability only where
+    # float32 underflows, so this loss equals the training log's (scikit-learn's log_loss floors at float64's
+    # epsilon, an earlier floor here at 1e-7: both hid the cost of confident errors)
+    clipped = np.clip(proba, np.finfo(np.float32).tiny, 1.0)
     per_class = {}
     for k, name in enumerate(config.CLASSES):
         present = 0 < (y_true == k).sum() < len(y_true)
@@ -43,7 +46,7 @@ def classification_metrics(y_true, proba, seed: int = config.SEED, n_resamples: 
     aucs = [c["auc"] for c in per_class.values() if not np.isnan(c["auc"])]
     return json_ready({
         "n": len(y_true),
-        "loss": log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels) if finite else np.nan,
+        "loss": _cross_entropy(y_true, clipped / clipped.sum(axis=1, keepdims=True)) if finite else np.nan,
         "accuracy": correct.mean(),
         "accuracy_ci_low": interval[0], "accuracy_ci_high": interval[1],
         "macro_f1": f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0),
@@ -73,6 +76,12 @@ def share_with_interval(k: int, n: int, seed: int = config.SEED) -> dict:
     """``k`` of ``n`` (e.g. a published 711 of 720 right, or a sensitivity and its class's support) with the same
     95 % interval ``accuracy_with_interval`` gives ``k`` right answers among ``n``."""
     return accuracy_with_interval(np.r_[np.ones(int(k)), np.zeros(int(n) - int(k))], seed)
+
+
+def _cross_entropy(y_true, proba) -> float:
+    """Mean negative log probability of the true class."""
+    y_true = np.asarray(y_true)
+    return float(-np.mean(np.log(np.asarray(proba, dtype=np.float64)[np.arange(len(y_true)), y_true])))
 
 
 def _bootstrap_interval(correct: np.ndarray, seed: int, n_resamples: int) -> tuple[float, float]:

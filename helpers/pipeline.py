@@ -20,12 +20,18 @@ def read_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     Handles RGB, RGBA (alpha dropped), palette and 16-bit images the same way the pipeline does.
     """
     with Image.open(path) as image:
-        if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit: keep the high byte, as TF does
-            image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-        image = image.convert("RGB").convert("L")
+        image = to_gray(image)
         if size is not None:
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
+
+
+def to_gray(image: Image.Image) -> Image.Image:
+    """A Pillow image as 8-bit grey ("L"), converted as the pipeline converts it: RGBA loses its alpha, a palette
+    its colours, and a 16-bit image keeps its high byte, as TensorFlow's decoder does."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+    return image.convert("RGB").convert("L")
 
 
 def _decode(path, size: int):

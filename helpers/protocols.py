@@ -76,15 +76,24 @@ def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | Non
 
 def left_out(index: pd.DataFrame, protocol: str, max_per_class: int | None = None,
              seed: int = config.SEED) -> pd.DataFrame:
-    """The images a protocol does not use (higher ids of each class), without any byte-identical copy of an
-    image it does use: an outside test set for the protocol's models (notebook 06). ``max_per_class`` draws a
-    seeded random sample of at most that many per class, in id order."""
+    """The images a protocol does not use (higher ids of each class), without any duplicate of an image it does
+    use (same duplicate group: byte-identical or the same radiograph re-encoded): an outside test set for the
+    protocol's models (notebook 07). ``max_per_class`` draws a seeded random sample of at most that many per
+    class, in id order. ``attrs["twins_excluded"]`` counts the unused images left out as duplicates of used ones."""
     used = select_protocol(index, protocol)
-    rest = index[~index["relpath"].isin(used["relpath"]) & ~index["sha256"].isin(used["sha256"])]
-    rest = rest[rest["label"].isin(CLASSES)]
+    rest = index[~index["relpath"].isin(used["relpath"]) & index["label"].isin(CLASSES)]
+    twins = rest[_groups(rest).isin(set(_groups(used)))]
+    rest = rest.drop(twins.index)
     if max_per_class is not None:
         rest = sample_per_class(rest, max_per_class, seed)
-    return rest.sort_values(["class_id", "image_id", "relpath"]).reset_index(drop=True)
+    rest = rest.sort_values(["class_id", "image_id", "relpath"]).reset_index(drop=True)
+    rest.attrs["twins_excluded"] = len(twins)
+    return rest
+
+
+def _groups(images: pd.DataFrame) -> pd.Series:
+    """Each image's duplicate group (``dataset.index_dataset`` adds it); its sha256 for a frame without one."""
+    return images["duplicate_group"] if "duplicate_group" in images else images["sha256"]
 
 
 def _protocol(name: str) -> dict:
@@ -96,13 +105,15 @@ def _protocol(name: str) -> dict:
 def split_images(images: pd.DataFrame, protocol: str, seed: int = config.SEED) -> pd.DataFrame:
     """Add a ``split`` column (train / val / test) to a protocol's images.
 
-    Byte-identical images (same sha256) form one group and always land on the same side, so no test image
-    has a copy in training. The split is made on groups with scikit-learn's ``train_test_split``
+    Duplicates (the ``duplicate_group`` column: byte-identical files and the same radiograph re-encoded,
+    ``duplicates``) always land on the same side, so no test image has a twin in training. The split is made on
+    groups with scikit-learn's ``train_test_split``
     (stratified by class where the protocol says so); ``val`` is a share of the non-test part for ``thesis``
     (10 % of train, as Keras' ``validation_split`` did) and of the whole for the 70/15/15 protocols.
     """
     spec = _protocol(protocol)
-    groups = images.groupby("sha256", sort=True)["label"].agg(lambda s: s.mode().iloc[0]).reset_index()
+    images = images.assign(duplicate_group=_groups(images))
+    groups = images.groupby("duplicate_group", sort=True)["label"].agg(lambda s: s.mode().iloc[0]).reset_index()
     val_share = spec["val"] if spec["val_of"] == "rest" else spec["val"] / (1 - spec["test"])
     counts = groups["label"].value_counts()
     try:
@@ -118,9 +129,9 @@ def split_images(images: pd.DataFrame, protocol: str, seed: int = config.SEED) -
             f"{counts.reindex(CLASSES).fillna(0).astype(int).to_dict()} are too few for a "
             f"{'stratified ' if spec['stratify'] else ''}split into train, validation and test. Every class "
             f"needs images on each side; add images or use another protocol. ({error})") from error
-    side = {**dict.fromkeys(train["sha256"], "train"), **dict.fromkeys(val["sha256"], "val"),
-            **dict.fromkeys(test["sha256"], "test")}
-    return _in_split_order(images.assign(split=images["sha256"].map(side)))
+    side = {**dict.fromkeys(train["duplicate_group"], "train"), **dict.fromkeys(val["duplicate_group"], "val"),
+            **dict.fromkeys(test["duplicate_group"], "test")}
+    return _in_split_order(images.assign(split=images["duplicate_group"].map(side)))
 
 
 def _in_split_order(split: pd.DataFrame) -> pd.DataFrame:
@@ -130,21 +141,23 @@ def _in_split_order(split: pd.DataFrame) -> pd.DataFrame:
                              key=lambda col: col.map(rank) if col.name == "split" else col).reset_index(drop=True)
 
 
-SPLIT_COLUMNS = ["relpath", "label", "class_id", "image_id", "sha256", "split"]
+SPLIT_COLUMNS = ["relpath", "label", "class_id", "image_id", "sha256", "phash", "duplicate_group", "split"]
 
 
 def load_split(index: pd.DataFrame, protocol: str, profile: config.Profile, *, directory: Path | None = None
                ) -> pd.DataFrame:
     """The protocol's split for this profile: read from ``data/splits/`` when it exists, else made and saved.
 
-    The file name carries the protocol, the cap, the seed and a fingerprint of the images chosen and of the
-    protocol's definition (shares, stratification), so a different dataset copy or a changed protocol never
-    reuses another's split, while every notebook and rerun on the same data sees the identical test set.
+    The file name carries the protocol, the cap, the seed and a fingerprint of the images chosen, of their
+    duplicate groups and of the protocol's definition (shares, stratification), so a different dataset copy, a
+    changed grouping or a changed protocol never reuses another's split, while every notebook and rerun on the
+    same data sees the identical test set.
     """
     images = select_protocol(index, protocol, profile.max_per_class, profile.seed)
+    images = images.assign(duplicate_group=_groups(images))
     definition = json.dumps(_protocol(protocol), sort_keys=True)
-    fingerprint = hashlib.sha256((definition + "".join(sorted(images["sha256"] + images["label"]))).encode()
-                                 ).hexdigest()[:10]
+    chosen = "".join(sorted(images["sha256"] + images["label"] + images["duplicate_group"]))
+    fingerprint = hashlib.sha256((definition + chosen).encode()).hexdigest()[:10]
     cap = profile.max_per_class or "all"
     path = Path(directory or profile.splits_dir) / f"{protocol}-n{cap}-seed{profile.seed}-{fingerprint}.csv"
     if path.exists():

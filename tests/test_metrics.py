@@ -77,3 +77,18 @@ def test_a_share_gets_the_interval_of_as_many_right_answers():
     share = metrics.share_with_interval(711, 720, seed=3)
     assert share == metrics.accuracy_with_interval(np.r_[np.ones(711), np.zeros(9)], seed=3)
     assert share["images"] == 720 and share["accuracy"] == pytest.approx(711 / 720)
+
+
+def test_the_loss_is_the_one_keras_logs_even_for_a_confident_error():
+    """Keras computes a softmax model's cross-entropy from its logits: a confident error (probability 1e-12 for the
+    true class) costs about 28, not the 16 a floor at 1e-7 would allow, and the metrics' loss must agree."""
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+    model.layers[0].set_weights([np.array([[30.0, 0.0, -30.0], [0.0, 1.0, 0.0]]), np.zeros(3)])
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]], dtype="float32")
+    y = np.array([2, 1, 0, 2])  # the first is a confident error: p(class 2) is about e^-60
+    model.compile(loss="sparse_categorical_crossentropy")
+    logged = model.evaluate(x, y, verbose=0)
+    ours = metrics.classification_metrics(y, model.predict(x, verbose=0))["loss"]
+    assert logged > 10 and ours == pytest.approx(logged, rel=1e-3)
