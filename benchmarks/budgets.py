@@ -465,21 +465,22 @@ def end_to_end(args) -> None:
                              "peak_gb": peak, "exit": status})
             measured += [{"command": "make test", "profile": "quick", "notebook": stem, "minutes": m,
                           "peak_gb": float("nan"), "exit": status} for stem, m in sorted(per_notebook.items())]
-        notebooks = sorted((target / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-        run_minutes, run_peak, status = 0.0, 0.0, 0
-        for notebook in notebooks:
-            minutes, peak, status = timed_command(["make", "run", f"NOTEBOOKS=notebooks/{notebook.name}",
-                                                   f"PROFILE={args.profile}"], target, env, log)
-            rows.append((f"`make run`: {notebook.stem}", minutes, peak, status, ""))
-            measured.append({"command": "make run", "profile": args.profile, "notebook": notebook.name[:2],
-                             "minutes": minutes, "peak_gb": peak, "exit": status})
-            run_minutes, run_peak = run_minutes + minutes, max(run_peak, peak)
-            if status:  # the run stops at the first failing notebook, so its status is the whole run's
-                break
-        rows.append(((f"`make run` ({args.profile} profile, all {len(notebooks)} notebooks, no run records at the "
-                     "start)"), run_minutes, run_peak, status, ""))
-        measured.append({"command": "make run", "profile": args.profile, "notebook": "all", "minutes": run_minutes,
-                         "peak_gb": run_peak, "exit": status})
+        if not args.no_run:
+            notebooks = sorted((target / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+            run_minutes, run_peak, status = 0.0, 0.0, 0
+            for notebook in notebooks:
+                minutes, peak, status = timed_command(["make", "run", f"NOTEBOOKS=notebooks/{notebook.name}",
+                                                       f"PROFILE={args.profile}"], target, env, log)
+                rows.append((f"`make run`: {notebook.stem}", minutes, peak, status, ""))
+                measured.append({"command": "make run", "profile": args.profile, "notebook": notebook.name[:2],
+                                 "minutes": minutes, "peak_gb": peak, "exit": status})
+                run_minutes, run_peak = run_minutes + minutes, max(run_peak, peak)
+                if status:  # the run stops at the first failing notebook, so its status is the whole run's
+                    break
+            rows.append(((f"`make run` ({args.profile} profile, all {len(notebooks)} notebooks, no run records at the "
+                         "start)"), run_minutes, run_peak, status, ""))
+            measured.append({"command": "make run", "profile": args.profile, "notebook": "all", "minutes": run_minutes,
+                             "peak_gb": run_peak, "exit": status})
     new = pd.DataFrame([{**facts, **row} for row in measured], columns=pages.COLUMNS).round(
         {"minutes": 2, "peak_gb": 2})
     old = pages.read() if pages.MEASUREMENTS.exists() else None
@@ -502,6 +503,7 @@ def main() -> None:
                         "faster polazaro baseline and the cache)")
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--no-test", action="store_true", help="end-to-end: time make run only")
+    parser.add_argument("--no-run", action="store_true", help="end-to-end: time make test only")
     parser.add_argument("--profile", default="cpu", help="end-to-end: the profile make run uses (cpu, or quick "
                         "to time each notebook's quick-profile run)")
     parser.add_argument("--runs", nargs="+", help="precision: only these runs (default: every scratch net and "

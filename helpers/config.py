@@ -103,7 +103,12 @@ def short_path(path: Path) -> str:
 
 def bfloat16_supported() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16): where mixed bfloat16 trains
-    faster for some nets (benchmarks/results.md). Without native support it is emulated, and slower."""
+    faster for some nets (benchmarks/results.md). Without native support it is emulated, and slower. oneDNN held
+    to an instruction set without bfloat16 (``ONEDNN_MAX_CPU_ISA=AVX2``, as on the reference machine) has none:
+    its bfloat16 convolutions then fail instead of running."""
+    held = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if held and held != "ALL" and "BF16" not in held and "AMX" not in held:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: keep float32

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import config, evaluate, metrics, run_records
+from helpers import config, dataset, evaluate, metrics, run_records
 
 from conftest import make_release, write_png
+from test_duplicates import radiograph, save
 
 SIZE = 32
 
@@ -144,3 +145,31 @@ def test_a_transfer_model_loads_in_a_process_that_never_built_one(tmp_path):
                           cwd=config.ROOT, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "BackbonePreprocess"
+
+
+def test_a_folder_holding_twins_of_training_images_is_named_in_a_warning(tmp_path, monkeypatch, capsys):
+    """Evaluating on training images by mistake is told: a byte-identical copy and a JPEG re-save of the run's
+    training images are named, and an image the run never saw is not."""
+    original = tmp_path / "original" / "COVID-19_Radiography_Dataset"
+    for c, label in enumerate(("COVID", "Normal", "Viral Pneumonia")):
+        for k in range(1, 4):
+            save(radiograph(100 * c + k), original / label / "images" / f"{label}-{k}.png")
+    monkeypatch.setenv("CXR_DATA_DIR", str(original))
+    index = dataset.index_dataset(original, progress=False, cache=False)
+    split = index.assign(split="train")
+    (config.data_dir() / "splits").mkdir(parents=True)
+    split.to_csv(config.data_dir() / "splits" / "trained-on.csv", index=False)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    run = run_records.write_record(tmp_path / "runs" / "mine", {"name": "mine", "image_size": SIZE,
+                                                                 "split_file": "trained-on.csv"},
+                                   pd.DataFrame({"epoch": [0]}), {}, pd.DataFrame(), model).path
+    external = tmp_path / "external"
+    (external / "COVID" / "images").mkdir(parents=True)
+    (external / "COVID" / "images" / "copy.png").write_bytes((original / "COVID" / "images" / "COVID-1.png").read_bytes())
+    save(radiograph(201), external / "Viral Pneumonia" / "images" / "resaved.jpg", quality=85)  # Viral Pneumonia-1
+    save(radiograph(999), external / "Normal" / "images" / "new.png")
+    status, _, err = run(["--run", run, "--data", external], capsys)
+    assert status == 0, err
+    assert "2 image(s)" in err and "copy.png" in err and "resaved.jpg" in err and "new.png" not in err

@@ -8,6 +8,8 @@ from keras import layers
 
 from helpers import backbones, explain, models
 
+from conftest import needs_bfloat16_convolutions
+
 SIZE, SQUARE = 32, 8
 
 
@@ -75,6 +77,7 @@ def nested_bfloat16_model():
 
 BUILDERS = {"flat": flat_model, "nested": nested_model, "sequential": sequential_model,
             "flat, no logits": flat_model_without_logits, "nested, mixed bfloat16": nested_bfloat16_model}
+PARAMS = [pytest.param(name, marks=needs_bfloat16_convolutions) if "bfloat16" in name else name for name in BUILDERS]
 
 
 def _train(builder, folder):
@@ -106,7 +109,7 @@ def toy_model(tmp_path_factory):
     return get
 
 
-@pytest.fixture(scope="module", params=list(BUILDERS))
+@pytest.fixture(scope="module", params=PARAMS)
 def trained(request, toy_model):
     return toy_model(request.param)
 

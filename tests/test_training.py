@@ -14,7 +14,7 @@ import pytest
 from helpers import config, dataset, experiments, metrics, models, protocols, run_records, runs, training
 from helpers.files import CorruptFileError
 
-from conftest import make_release, quiet_split, refuse_downloads, small_densenet
+from conftest import make_release, needs_bfloat16_convolutions, quiet_split, refuse_downloads, small_densenet
 
 # ---- training on a tiny synthetic dataset ------------------------------------------------------
 
@@ -345,6 +345,7 @@ def test_flip_at_test_time_averages_the_image_and_its_mirror(tiny):
     assert not np.allclose(plain, mirrored)
 
 
+@needs_bfloat16_convolutions
 def test_mixed_precision_changes_the_layers_and_the_fingerprint_not_the_outputs_dtype():
     profile = config.PROFILES["quick"]
     exp = experiments.experiment("polazaro_baseline", profile)
