@@ -162,14 +162,16 @@ def test_a_folder_holding_twins_of_training_images_is_named_in_a_warning(tmp_pat
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(3, activation="softmax")])
-    run = run_records.write_record(tmp_path / "runs" / "mine", {"name": "mine", "image_size": SIZE,
+    saved = run_records.write_record(tmp_path / "runs" / "mine", {"name": "mine", "image_size": SIZE,
                                                                  "split_file": "trained-on.csv"},
-                                   pd.DataFrame({"epoch": [0]}), {}, pd.DataFrame(), model).path
+                                   pd.DataFrame({"epoch": [0], "loss": [1.0]}), {},
+                                   pd.DataFrame({"relpath": ["x.png"], "split": ["test"], "true": [1], "predicted": [1]}),
+                                   model).path
     external = tmp_path / "external"
     (external / "COVID" / "images").mkdir(parents=True)
     (external / "COVID" / "images" / "copy.png").write_bytes((original / "COVID" / "images" / "COVID-1.png").read_bytes())
     save(radiograph(201), external / "Viral Pneumonia" / "images" / "resaved.jpg", quality=85)  # Viral Pneumonia-1
     save(radiograph(999), external / "Normal" / "images" / "new.png")
-    status, _, err = run(["--run", run, "--data", external], capsys)
+    status, _, err = run(["--run", saved, "--data", external], capsys)
     assert status == 0, err
     assert "2 image(s)" in err and "copy.png" in err and "resaved.jpg" in err and "new.png" not in err
