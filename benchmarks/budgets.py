@@ -53,12 +53,47 @@ def machine() -> str:
             f"no GPU), Python {platform.python_version()}, keras {keras.__version__}")
 
 
+MEASUREMENTS = REPO / "benchmarks" / "measurements.csv"
+
+
 def record(title: str, lines: list[str]) -> None:
-    """Print an entry and append it to benchmarks/results.md."""
+    """Print an entry and append it to benchmarks/results.md (the log a person reads), and the rows of its tables
+    to benchmarks/measurements.csv (the same numbers, machine-readable: one row per table row and column, with
+    the entry's title, the date, the commit and the machine)."""
     text = "\n".join([f"### {title}: {machine()}", "", *lines, ""])
     print(text)
     with RESULTS.open("a") as handle:
         handle.write(text + "\n")
+    append_measurements(title, lines)
+
+
+def append_measurements(title: str, lines: list[str]) -> None:
+    """The Markdown tables among ``lines``, long format, appended to MEASUREMENTS."""
+    import csv
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    facts = {"entry": title, "date": str(date.today()), "commit": commit, "cpu": cpu_facts()[0],
+             "isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or cpu_facts()[1], "cores": os.cpu_count()}
+    rows, header = [], None
+    for line in lines:
+        cells = [c.strip().strip("`*") for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None or set("".join(cells)) <= set("-: "):
+            header = None if cells is None else header
+            continue
+        if header is None:
+            header = cells
+            continue
+        rows += [{**facts, "row": cells[0], "column": column, "value": value}
+                 for column, value in zip(header[1:], cells[1:]) if value]
+    if not rows:
+        return
+    new = not MEASUREMENTS.exists()
+    with MEASUREMENTS.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 # --------------------------------------------------------------------------------------------------
