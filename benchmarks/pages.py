@@ -52,7 +52,9 @@ def scalable(row) -> bool:
 
 
 def on_reference(row) -> float:
-    """Minutes on the reference machine, estimated: the minutes measured times the machine's speed index."""
+    """Minutes on the reference machine, estimated: the minutes measured times the machine's speed index. An upper
+    estimate: the part of a run that is not training (start-ups, pip, reading files) speeds up less than the
+    nets' training from machine to machine, so it takes less than the index's share on the reference."""
     return float(row["minutes"]) * float(row["speed_index"])
 
 
@@ -76,8 +78,8 @@ def readme_block(frame: pd.DataFrame) -> str:
         measured = (f"{whole['minutes']:.1f} min measured on {machine(whole)}, {whole['date']}, commit "
                     f"{whole['commit']}, peak memory {whole['peak_gb']:.1f} GB")
         if scalable(whole):
-            lines.append(f"- `{command}` ({what}): {about(on_reference(whole))} on {REFERENCE}, estimated from "
-                         f"{measured}.")
+            lines.append(f"- `{command}` ({what}): at most {about(on_reference(whole))} on {REFERENCE}, "
+                         f"estimated from {measured} ([an upper estimate](docs/running.md)).")
         else:
             lines.append(f"- `{command}` ({what}): {measured}; not scaled to {REFERENCE}, whose AVX2 kernels "
                          "this measurement did not use ([why](docs/running.md)).")
@@ -93,7 +95,7 @@ def notebook_line(frame: pd.DataFrame, notebook: str) -> str:
         return f"**Run time:** {NOT_MEASURED}."
     row = cpu[cpu["notebook"] == notebook].iloc[0]
     if scalable(row):
-        where, minutes = "on an ordinary 2-core laptop", on_reference(row)
+        where, minutes = "on an ordinary 2-core laptop (an upper estimate)", on_reference(row)
     else:
         where, minutes = f"on a 2-core {row['isa']} machine (longer on an ordinary laptop)", float(row["minutes"])
     quick_row = quick[quick["notebook"] == notebook]
@@ -110,11 +112,14 @@ def docs_table(frame: pd.DataFrame) -> str:
     if cpu.empty:
         return f"Run times: {NOT_MEASURED}."
     first = cpu.iloc[0]
-    note = ("the reference column is the measured time times the speed index" if scalable(first) else
+    note = ("the reference column is the measured time times the speed index, an upper estimate" if scalable(first) else
             "measured with wider vector instructions than the reference's AVX2, so not scaled to it")
-    lines = [f"Measured on {machine(first)}, {first['date']}, commit {first['commit']}; {note}.", "",
+    quick_source = (f"; the quick column: {machine(quick.iloc[0])}, {quick.iloc[0]['date']}, commit "
+                    f"{quick.iloc[0]['commit']}" if len(quick) else "")
+    lines = [f"Measured on {machine(first)}, {first['date']}, commit {first['commit']}; {note}{quick_source}.", "",
              ("| notebook | cpu profile here (min) | cpu peak memory (GB) | cpu profile on the reference (min, "
-              "estimated) | quick profile through nbval here (min) |"), "|---|---|---|---|---|"]
+              "estimated) | quick profile through nbval here (min; all: the whole `make test`) |"),
+             "|---|---|---|---|---|"]
     for notebook, row in cpu.iterrows():
         quick_minutes = f"{quick.loc[notebook, 'minutes']:.1f}" if notebook in quick.index else "–"
         reference = f"{on_reference(row):.0f}" if scalable(row) else "–"
