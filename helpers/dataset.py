@@ -43,7 +43,6 @@ INDEX_COLUMNS = ["path", "relpath", "label", "class_id", "image_id", "sha256", "
                  "bytes", "mtime_ns", "duplicate_group"]
 
 
-
 class DatasetNotFoundError(FileNotFoundError):
     """No usable copy of the dataset was found or could be downloaded."""
 
@@ -240,7 +239,7 @@ def undecodable(paths) -> list[tuple[str, str]]:
     return bad
 
 
-def _listing(problems: list[tuple[str, str]], limit: int = 20) -> str:
+def file_listing(problems: list[tuple[str, str]], limit: int = 20) -> str:
     """``path: why`` lines for a message about files, the first ``limit`` of them, then how many more."""
     lines = [f"  {path}: {why}" for path, why in problems[:limit]]
     return "\n".join(lines + ([f"  ... and {len(problems) - limit} more"] if len(problems) > limit else []))
@@ -260,7 +259,8 @@ def naming_undecodable(frame: pd.DataFrame):
         if not bad:
             raise
         raise UndecodableImageError(
-            f"{len(bad)} image(s) could not be decoded (changed since the dataset was indexed?):\n{_listing(bad)}\n"
+            f"{len(bad)} image(s) could not be decoded (changed since the dataset was indexed?):\n"
+            f"{file_listing(bad)}\n"
             "Replace or remove them; the index reads them again when their size or time changes.") from error
 
 
@@ -328,7 +328,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
         atomic_csv(frame.drop(columns="duplicate_group"), cache_file)
     frame["duplicate_group"] = duplicates.duplicate_groups(frame) if not frame.empty else frame["sha256"]
     if problems:
-        warnings.warn(f"{len(problems)} file(s) left out of the index:\n{_listing(problems)}", stacklevel=2)
+        warnings.warn(f"{len(problems)} file(s) left out of the index:\n{file_listing(problems)}", stacklevel=2)
     if frame.empty:
         raise DatasetNotFoundError(f"No readable image of the classes {list(include)} in {root}.")
     frame.attrs["root"] = str(root)

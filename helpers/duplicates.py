@@ -15,6 +15,8 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .pipeline import read_gray
+
 # A pair of images is a candidate when their 64-bit DCT hashes differ in at most this many bits: the same
 # radiograph saved again lands at 0-4 bits (4 when it was also cropped or its contrast changed), while different
 # radiographs of a similar layout reach 2-4 bits too, so the hash only proposes (notebook 01 shows pairs).
@@ -33,27 +35,26 @@ def phash(image: Image.Image) -> str:
     return str(imagehash.phash(image))
 
 
-def hash_distances(hashes: pd.Series, max_distance: int = MAX_HASH_DISTANCE, chunk: int = 1024) -> pd.DataFrame:
+def hash_distances(hashes: pd.Series, max_distance: int = MAX_HASH_DISTANCE, chunk: int = 1024,
+                   against: pd.Series | None = None) -> pd.DataFrame:
     """Every pair of rows whose hashes differ in at most ``max_distance`` bits: columns ``a``, ``b`` (positions,
-    ``a < b``) and ``distance``. Vectorised in blocks of rows (XOR, then a population count), so the full release's
+    ``a < b``) and ``distance``; with ``against``, every such pair of a row of ``hashes`` (``a``) and a row of
+    ``against`` (``b``). Vectorised in blocks of rows (XOR, then a population count), so the full release's
     21,165 images take seconds, not the hours of a pairwise Python loop."""
     values = np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+    others = values if against is None else np.array([int(h, 16) for h in against], dtype=np.uint64)
     found = []
     for start in range(0, len(values), chunk):
-        block = values[start:start + chunk]
-        distance = np.bitwise_count(block[:, None] ^ values[None, :])
+        distance = np.bitwise_count(values[start:start + chunk, None] ^ others[None, :])
         a, b = np.nonzero(distance <= max_distance)
-        a += start
-        keep = a < b
-        found.append(pd.DataFrame({"a": a[keep], "b": b[keep], "distance": distance[a[keep] - start, b[keep]]}))
+        keep = a + start < b if against is None else np.ones(len(a), dtype=bool)
+        found.append(pd.DataFrame({"a": a[keep] + start, "b": b[keep], "distance": distance[a[keep], b[keep]]}))
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["a", "b", "distance"])
 
 
 def correlation(path_a, path_b, size: int = COMPARE_SIZE) -> float:
     """Pearson correlation of two images' grey values, both resized to ``size`` x ``size``: near 1 for the same
     radiograph however it was re-encoded or brightened, lower for two radiographs that only share a layout."""
-    from .pipeline import read_gray
-
     a, b = (read_gray(path, size).astype(np.float64).ravel() for path in (path_a, path_b))
     if a.std() == 0 or b.std() == 0:
         return float(np.array_equal(a, b))
@@ -101,17 +102,15 @@ def twins_of(images: pd.DataFrame, seen: pd.DataFrame) -> pd.DataFrame:
     same_bytes = images["sha256"].map(dict(zip(seen["sha256"], seen["relpath"])))
     if "phash" not in seen or seen["phash"].isna().any():  # a split saved before hashes were kept
         return images.assign(twin_of=same_bytes)[same_bytes.notna()]
-    both = pd.concat([images.assign(_seen=False), seen.assign(_seen=True)], ignore_index=True)
-    pairs = hash_distances(both["phash"])
-    n = len(images)
-    pairs = pairs[(pairs["a"] < n) & (pairs["b"] >= n)]  # one from images, one from seen
+    pairs = hash_distances(images["phash"], against=seen["phash"])
     readable = "path" in seen and seen["path"].map(lambda p: isinstance(p, str) and Path(p).is_file()).all()
     if readable:
-        keep = [correlation(both.at[a, "path"], both.at[b, "path"]) >= MIN_CORRELATION
+        keep = [correlation(images["path"].iat[a], seen["path"].iat[b]) >= MIN_CORRELATION
                 for a, b in zip(pairs["a"], pairs["b"])]
     else:
         keep = pairs["distance"] == 0
     pairs = pairs[np.asarray(keep, dtype=bool)]
-    near = pd.Series(both.loc[pairs["b"], "relpath"].to_numpy(), index=images.index[pairs["a"].to_numpy()])
+    near = pd.Series(seen["relpath"].to_numpy()[pairs["b"].to_numpy(dtype=int)],
+                     index=images.index[pairs["a"].to_numpy(dtype=int)])
     twin_of = same_bytes.fillna(near[~near.index.duplicated()].reindex(images.index))
     return images.assign(twin_of=twin_of)[twin_of.notna()]

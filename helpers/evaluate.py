@@ -60,11 +60,10 @@ def warn_about_training_twins(record, index, folder: str) -> None:
         pass  # without the training images, near-duplicates are matched on their hash alone
     twins = duplicates.twins_of(index, seen)
     if len(twins):
-        listing = "\n".join(f"  {row.relpath}: the same radiograph as training image {row.twin_of}"
-                            for row in twins.head(20).itertuples())
-        more = f"\n  ... and {len(twins) - 20} more" if len(twins) > 20 else ""
+        listing = dataset.file_listing([(row.relpath, f"the same radiograph as training image {row.twin_of}")
+                                        for row in twins.itertuples()])
         warnings.warn(f"{len(twins)} image(s) in {folder} duplicate images {record.config.get('name')} trained or "
-                      f"validated on; its accuracy on them is not accuracy on unseen images:\n{listing}{more}",
+                      f"validated on; its accuracy on them is not accuracy on unseen images:\n{listing}",
                       stacklevel=2)
 
 
