@@ -73,8 +73,9 @@ def append_measurements(title: str, lines: list[str]) -> None:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                             check=False).stdout.strip()
-    facts = {"entry": title, "date": str(date.today()), "commit": commit, "cpu": cpu_facts()[0],
-             "isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or cpu_facts()[1], "cores": os.cpu_count()}
+    cpu, isa = cpu_facts()
+    facts = {"entry": title, "date": str(date.today()), "commit": commit, "cpu": cpu,
+             "isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or isa, "cores": os.cpu_count()}
     rows, header = [], None
     for line in lines:
         cells = [c.strip().strip("`*") for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
