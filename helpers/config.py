@@ -42,7 +42,7 @@ class Profile:
     max_per_class: int | None = None  # cap per class after the protocol's own selection (quick only)
     seed: int = SEED
     backbones: tuple[str, ...] = ("squeezenet",)  # backbones that get EC / FT runs
-    skip_runs: tuple[str, ...] = ()    # runs beyond the thesis this profile leaves out (their cost, in benchmarks/)
+    skip_runs: tuple[str, ...] = ()    # runs of the series this profile leaves out (their cost, in benchmarks/)
     left_out_per_class: int | None = None  # notebook 07 scores a seeded sample of this many left-out images per class
     probe_images: int | None = None  # notebook 07's linear probes: a seeded sample of at most this many images
     progression_backbone: str = "squeezenet"      # the backbone of the thesis's V0-V3 progression
@@ -172,37 +172,45 @@ def precision_summary() -> str:
     return "precision: float32"
 
 
-ALL_BACKBONES = ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "squeezenet")
+ALL_BACKBONES = ("densenet121", "resnet50", "vgg16", "inceptionv3", "xception", "efficientnet_lite0", "squeezenet")
+# The cpu and quick profiles' backbones: EfficientNet-Lite0 stands in for the thesis's DenseNet121 (V0-V3, FT,
+# the `all` model of 07); SqueezeNet, the small fast one, is the second backbone of the EC / FT comparison.
+OFFLINE_BACKBONES = ("efficientnet_lite0", "squeezenet")
+# SqueezeNet's one-stage fine-tuning repeats what EfficientNet-Lite0's shows (the thesis's recipe on a stand-in),
+# and its longer two-stage run what squeezenet_ft2 shows: both stay in the full profile and in benchmarks/.
+OFFLINE_SKIPPED = ("squeezenet_ft", "squeezenet_ft2_long")
+LITE0_FINE_TUNE_FROM = "block6a_expand_conv"  # the cpu profile fine-tunes EfficientNet-Lite0 from here on
 PROFILES = {
     "quick": Profile(
         "quick", "smoke test: every code path, tiny data", max_per_class=40,
-        # SqueezeNet, the cpu profile's backbone: the transfer code is the same for every backbone, and a Keras
-        # application's path (batch norm kept frozen, its own preprocessing) is unit-tested on a small stand-in
+        # the cpu profile's backbones: the transfer code is the same for every backbone, and a Keras application's
+        # path (batch norm kept frozen, its own preprocessing) is unit-tested on a small stand-in
         # (tests/test_backbones.py, tests/test_training.py); DenseNet121 here cost about 2 of make test's minutes
-        backbones=("squeezenet",),
+        backbones=OFFLINE_BACKBONES, progression_backbone="efficientnet_lite0",
         allow_random_weights=True, figures_subdir=None,
         image_sizes={"scratch": 64,  # a multiple of 32 (Red David pools five times)
                      "EC": 96, "FT": 96},  # the full profile's InceptionV3 needs at least 75 px, Xception 71
-        skip_runs=("squeezenet_ft2_long",), left_out_per_class=40,  # as the cpu profile; as the data cap
-        # the cpu profile's fast-precision code path (float32 unless CXR_PRECISION=bfloat16), on SqueezeNet only
-        # and its fine-tuning of SqueezeNet's upper part
-        run_settings={name: {"precision": FAST_PRECISION, "fine_tune_from": "fire6_squeeze1x1"}
-                      for name in ("squeezenet_ft2", "squeezenet_ft2_all")},
+        skip_runs=OFFLINE_SKIPPED, left_out_per_class=40,  # as the cpu profile; as the data cap
+        # the cpu profile's fast-precision code path (float32 unless CXR_PRECISION=bfloat16) and its fine-tuning of
+        # the bases' upper parts
+        run_settings={name: {"precision": FAST_PRECISION, "fine_tune_from": first}
+                      for name, first in (("squeezenet_ft2", "fire6_squeeze1x1"),
+                                          ("efficientnet_lite0_ft2", "block6a_expand_conv"),
+                                          ("efficientnet_lite0_ft2_all", "block6a_expand_conv"))},
         max_epochs=1, max_views=1, batch_size=16, early_stopping=False,
         run_time_hint="a few seconds to a minute per run in the quick profile"),
     "cpu": Profile(
         "cpu", "default: an hour on an ordinary 2-core laptop, in float32",
         # Planned for the slowest machine we know (2 cores, AVX2, float32; benchmarks/results.md): make run within
-        # 60 minutes there. Each cut below is measured in benchmarks/results.md ("Planning the cpu profile").
-        # The longer two-stage run (squeezenet_ft2_long) tells the story of squeezenet_ft2 again: it stays in the
-        # full profile and in benchmarks/recipe_search.py.
-        skip_runs=("squeezenet_ft2_long",),
+        # 60 minutes there. Each cut below is measured in benchmarks/results.md ("Planning the cpu profile",
+        # "EfficientNet-Lite0 in the cpu profile").
+        backbones=OFFLINE_BACKBONES, progression_backbone="efficientnet_lite0", skip_runs=OFFLINE_SKIPPED,
         left_out_per_class=500,  # 07 scores a seeded sample of the images the thesis protocol leaves out
         # 07's probes on a seeded sample with the same share of every class and collection (features of every image
         # grow with the release)
         probe_images=4000,
-        # frozen features and fine-tuning at 128 px instead of 224 (one feature cache serves 03, 04's head stages
-        # and 07's probes)
+        # frozen features and fine-tuning at 128 px instead of 224 (one feature cache per backbone serves 03, 04's
+        # head stages and 07's probes)
         image_sizes={"EC": 128, "FT": 128},
         run_settings={
             # the smaller project's nets at 48 px (their Flatten layer makes the cost grow with the square of the
@@ -216,13 +224,15 @@ PROFILES = {
             "red_david": {"image_size": 32, "epochs": 7},
             "red_alberto": {"image_size": 32, "epochs": 4},
             # frozen features of two augmented views instead of five (the extraction dominated notebook 03)
-            "squeezenet_v2": {"views": 2}, "squeezenet_ec": {"views": 2},
-            # the `all` protocol with the thesis protocol's number of training images and squeezenet_ft2's schedule:
-            # the two runs differ in who is in training, not in how much or how long (notebook 07 compares them)
-            "squeezenet_ft2_all": {"max_train": 2592, "fine_tune_from": "fire6_squeeze1x1"},
-            # fine-tune SqueezeNet from fire6 on: the layers below keep their ImageNet weights and the backward pass
-            # stops there; chosen on validation (benchmarks/results.md, "Fine-tuning the upper part")
+            "efficientnet_lite0_v2": {"views": 2}, "efficientnet_lite0_ec": {"views": 2}, "squeezenet_ec": {"views": 2},
+            # fine-tune the bases' upper parts: the layers below keep their ImageNet weights and the backward pass
+            # stops there; chosen on validation (benchmarks/results.md, "Fine-tuning the upper part",
+            # "EfficientNet-Lite0 in the cpu profile")
             "squeezenet_ft2": {"fine_tune_from": "fire6_squeeze1x1"},
+            "efficientnet_lite0_ft2": {"fine_tune_from": LITE0_FINE_TUNE_FROM},
+            # the `all` protocol's run keeps efficientnet_lite0_ft2's schedule and, through its match_split, the thesis
+            # split's class counts: the two runs differ in who is in training, not in how much or how long (07)
+            "efficientnet_lite0_ft2_all": {"fine_tune_from": LITE0_FINE_TUNE_FROM},
         },
         # The one-stage recipe: two epochs, a budget cut (benchmarks/results.md, "Planning the cpu profile").
         # CXR_PRECISION=bfloat16 trains the runs marked fast in mixed bfloat16 (not the committed results).

@@ -60,11 +60,13 @@ def block_names() -> list[str]:
             for k in range(repeats)]
 
 
-def build(image_size: int = 224, include_top: bool = True, classes: int = 1000) -> keras.Model:
-    """EfficientNet-Lite0, randomly initialised, for images in [0, 255]. Without its top, the output is the head's
-    feature map (1280 channels, 7 x 7 at 224 px)."""
+def build(image_size: int = 224, include_top: bool = True, classes: int = 1000, include_preprocessing: bool = True
+          ) -> keras.Model:
+    """EfficientNet-Lite0, randomly initialised, for images in [0, 255] (``include_preprocessing=False``: for
+    images already normalised to (x - 127) / 128, as ``backbones`` feeds its bases). Without its top, the output is
+    the head's feature map (1280 channels, 7 x 7 at 224 px)."""
     inputs = keras.Input((image_size, image_size, 3))
-    x = layers.Rescaling(1 / 128, offset=-127 / 128, name="normalise")(inputs)  # (x - 127) / 128
+    x = layers.Rescaling(1 / 128, offset=-127 / 128, name="normalise")(inputs) if include_preprocessing else inputs
     x = _conv_bn(x, STEM, 3, 2, "stem")
     names = iter(block_names())
     for expansion, kernel, stride, filters, repeats in STAGES:

@@ -24,7 +24,7 @@ class Experiment:
     learning_rate: float = 1e-3
     augment: str | None = None      # "thesis" (flip, zoom, brightness) or "polazaro" (flip, rotation)
     oversample_covid: int = 0       # extra, augmented copies of every COVID training image
-    max_train: int | None = None    # training images: a stratified, seeded sample of this many (protocols.cap_training)
+    match_split: str | None = None  # training and validation cut to this protocol's class counts (protocols.run_split)
     early_stopping: int | None = None  # patience on validation loss; best weights restored
     scheme: str = "scratch"         # scratch | v0 (untrained head) | ec (frozen base) | ft (one stage) | ft2
     head: str | None = None         # thesis head on pooled features: v1, v2, v2reg (backbone runs only)
@@ -91,13 +91,18 @@ THESIS_PREFIX = {"densenet121": "DN", "resnet50": "ResNet", "vgg16": "VGG16", "i
 PROGRESSION = {"v0": "V0", "v1": "V1", "v2": "V2", "ec": "V2-reg", "ft": "V3"}
 
 
+# The backbones that stand in for DenseNet121 where it has no weights (offline): EfficientNet-Lite0, about as
+# accurate on ImageNet at a seventh of the compute, and SqueezeNet, the small fast one.
+DENSENET_STANDINS = ("efficientnet_lite0", "squeezenet")
+
+
 def _published(backbone: str, kind: str) -> tuple[str, str]:
-    """The thesis row a transfer run is compared with. DenseNet121 (and SqueezeNet, which stands in for it where
-    DenseNet121 has no weights) follow DN-V0 ... DN-V3; the other backbones their -EC / -FT rows; every
-    two-stage fine-tuning (not in the thesis) is compared with the thesis's best, Xception-FT."""
+    """The thesis row a transfer run is compared with. DenseNet121 and its stand-ins (``DENSENET_STANDINS``)
+    follow DN-V0 ... DN-V3; the other backbones their -EC / -FT rows; every two-stage fine-tuning (not in the
+    thesis) is compared with the thesis's best, Xception-FT."""
     if kind == "ft2":
         return "thesis", "Xception-FT"
-    if backbone in ("densenet121", "squeezenet"):
+    if backbone == "densenet121" or backbone in DENSENET_STANDINS:
         return "thesis", f"DN-{PROGRESSION[kind]}"
     if kind in ("ec", "ft"):
         return "thesis", f"{THESIS_PREFIX[backbone]}-{kind.upper()}"
@@ -140,21 +145,23 @@ BEYOND = {
         source="two-stage recipe with a second stage twice as long, one epoch of linear warm-up, then cosine "
                "decay: the lever validation chose (benchmarks/recipe_search.py)"),
     # the same two-stage recipe on every image of the release: every collection on both sides (notebook 07)
-    "squeezenet_ft2_all": replace(
-        _FT2, name="squeezenet_ft2_all", protocol="all", published=("", ""),
+    "efficientnet_lite0_ft2_all": replace(
+        TRANSFER["efficientnet_lite0_ft2"], name="efficientnet_lite0_ft2_all", protocol="all", match_split="thesis",
+        published=("", ""),
         source="two-stage recipe on the `all` protocol (every image, duplicates grouped, stratified 70/15/15), "
-               "so that adult Normal images are in training too"),
+               "so that adult Normal images are in training too; training and validation cut to the thesis split's "
+               "class counts"),
 }
 PUBLISHED = {**FULL, **TRANSFER, **BEYOND}
 
 
 def transfer_runs(profile: config.Profile, scheme: str | None = None) -> list[str]:
     """Names of the transfer runs the profile makes (all, or one kind: v0, v1, v2, ec, ft, ft2), the runs
-    beyond the thesis (``BEYOND``, less the profile's ``skip_runs``) last among the ft2 runs."""
+    beyond the thesis (``BEYOND``) last among the ft2 runs; the profile's ``skip_runs`` left out."""
     runs = [(kind, f"{profile.progression_backbone}_{kind}") for kind in ("v0", "v1", "v2")]
     runs += [(kind, f"{backbone}_{kind}") for backbone in profile.backbones for kind in ("ec", "ft", "ft2")]
-    runs += [("ft2", name) for name in BEYOND if name not in profile.skip_runs]
-    return [name for kind, name in runs if scheme is None or kind == scheme]
+    runs += [("ft2", name) for name in BEYOND]
+    return [name for kind, name in runs if (scheme is None or kind == scheme) and name not in profile.skip_runs]
 
 
 def experiment(name: str, profile: config.Profile) -> Experiment:

@@ -38,8 +38,8 @@ def feature_layers(model: keras.Model) -> list[str]:
 
 def last_conv_layer(model: keras.Model) -> str:
     """The layer Grad-CAM uses by default: the last of ``feature_layers``. For our transfer models this is the
-    base's last feature map (``fire9_concat`` of SqueezeNet, ``block14_sepconv2_act`` of Xception,
-    ``block5_conv3`` of VGG16)."""
+    base's last feature map (``fire9_concat`` of SqueezeNet, ``head_relu6`` of EfficientNet-Lite0,
+    ``block14_sepconv2_act`` of Xception, ``block5_conv3`` of VGG16)."""
     candidates = feature_layers(model)
     if not candidates:
         raise ValueError(f"{model.name} has no layer with a 4-D output: Grad-CAM needs a convolutional map.")

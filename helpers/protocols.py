@@ -39,17 +39,27 @@ def sample_per_class(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_index() if parts else frame
 
 
-def cap_training(split: pd.DataFrame, n: int | None, seed: int = config.SEED) -> pd.DataFrame:
-    """``split`` with its training rows cut to a seeded sample of ``n``, stratified by class (scikit-learn);
-    validation and test untouched. Used to train on the ``all`` protocol with the thesis protocol's training size,
-    so the two differ in who is in training, not in how much. ``n`` None or at least the training size: unchanged."""
-    train = split[split["split"] == "train"]
-    if n is None or n >= len(train):
-        return split
-    kept, _ = train_test_split(train, train_size=n, stratify=train["label"], random_state=seed)
-    capped = split[(split["split"] != "train") | split.index.isin(kept.index)]
-    capped.attrs = dict(split.attrs)
-    return capped
+def match_class_counts(split: pd.DataFrame, reference: pd.DataFrame, seed: int = config.SEED) -> pd.DataFrame:
+    """``split`` with its training and validation images cut, class by class, to a seeded sample of as many as
+    ``reference`` has there (all of them where ``split`` has fewer); test untouched. Trains the ``all`` protocol
+    on the thesis protocol's class mix and size, and chooses its kept epoch on a validation set of the same
+    size, so that the two runs differ in who is in them (notebook 07)."""
+    wanted = reference.groupby(["split", "label"]).size()
+    parts = [split[split["split"] == "test"]]
+    for (side, label), rows in split[split["split"] != "test"].groupby(["split", "label"]):
+        n = min(len(rows), int(wanted.get((side, label), 0)))
+        parts.append(rows.sample(n=n, random_state=seed))
+    matched = split.loc[sorted(pd.concat(parts).index)]
+    matched.attrs = {**split.attrs, "matched_to": reference.attrs.get("file")}  # "file" stays the split's own
+    return matched
+
+
+def run_split(index: pd.DataFrame, protocol: str, profile: config.Profile, match: str | None = None
+              ) -> pd.DataFrame:
+    """The images a run trains, validates and tests on: the protocol's split (``load_split``), its training and
+    validation cut to the class counts of protocol ``match``'s split where given (``match_class_counts``)."""
+    split = load_split(index, protocol, profile)
+    return split if match is None else match_class_counts(split, load_split(index, match, profile), profile.seed)
 
 
 def select_protocol(index: pd.DataFrame, protocol: str, max_per_class: int | None = None,

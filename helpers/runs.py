@@ -22,7 +22,7 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
     exp = experiment(name, profile)
     if index is None:
         index = dataset.index_dataset(dataset.find_dataset(), progress=False)
-    split = protocols.load_split(index, exp.protocol, profile)
+    split = protocols.run_split(index, exp.protocol, profile, exp.match_split)
     final = profile.runs_dir / exp.name
     if not retrain and (final / "config.json").exists():
         try:

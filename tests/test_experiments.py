@@ -53,19 +53,32 @@ def test_a_cpu_trains_in_float32_unless_bfloat16_is_asked_for(monkeypatch):
 def test_a_profile_leaves_out_the_runs_it_skips():
     cpu = config.PROFILES["cpu"]
     assert "squeezenet_ft2_long" not in experiments.transfer_runs(cpu)
-    assert "squeezenet_ft2_all" in experiments.transfer_runs(cpu, "ft2")
-    assert "squeezenet_ft2_long" in experiments.transfer_runs(config.PROFILES["full"], "ft2")
+    assert "squeezenet_ft" not in experiments.transfer_runs(cpu)  # the thesis's one-stage recipe runs on Lite0
+    assert "efficientnet_lite0_ft" in experiments.transfer_runs(cpu, "ft")
+    assert "efficientnet_lite0_ft2_all" in experiments.transfer_runs(cpu, "ft2")
+    assert {"squeezenet_ft2_long", "squeezenet_ft"} <= set(experiments.transfer_runs(config.PROFILES["full"]))
 
 
 def test_notebook_07_s_matched_pair_differs_in_who_is_in_training_only():
-    """squeezenet_ft2_all is compared with squeezenet_ft2 in notebook 07: same size of training set, same schedule,
-    same part of the base fine-tuned, in every profile."""
+    """efficientnet_lite0_ft2_all is compared with efficientnet_lite0_ft2 in notebook 07: same schedule, same part
+    of the base fine-tuned and, through match_split, the thesis split's class counts, in every profile."""
     for profile in config.PROFILES.values():
         thesis, every = (dataclasses.asdict(experiments.experiment(n, profile))
-                         for n in ("squeezenet_ft2", "squeezenet_ft2_all"))
+                         for n in ("efficientnet_lite0_ft2", "efficientnet_lite0_ft2_all"))
         differ = {key for key in thesis if thesis[key] != every[key]}
-        allowed = {"name", "protocol", "published", "source", "max_train"}
+        allowed = {"name", "protocol", "published", "source", "match_split"}
         assert differ <= allowed, (profile.name, differ - allowed)
+        assert every["match_split"] == thesis["protocol"]
+
+
+def test_efficientnet_lite0_stands_in_for_densenet121_in_the_thesis_rows():
+    cpu = config.PROFILES["cpu"]
+    assert cpu.progression_backbone == "efficientnet_lite0"
+    published = {kind: experiments.experiment(f"efficientnet_lite0_{kind}", cpu).published[1]
+                 for kind in ("v0", "v1", "v2", "ec", "ft")}
+    assert published == {"v0": "DN-V0", "v1": "DN-V1", "v2": "DN-V2", "ec": "DN-V2-reg", "ft": "DN-V3"}
+    full = experiments.experiment("efficientnet_lite0_ft2", config.PROFILES["full"])
+    assert full.image_size == 224 and full.fine_tune_from is None  # the full profile: 224 px, whole network
 
 
 def test_the_settings_table_says_how_much_of_the_base_each_fine_tuned_run_trains():

@@ -1,0 +1,70 @@
+"""EfficientNet-Lite0 in the cpu profile: which input size, which part of the base to fine-tune and how long the
+one-stage recipe runs, chosen on validation within the budget (issue: EfficientNet-Lite0 as the DenseNet121
+stand-in).
+
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/lite0_search.py            # every variant below, then the table
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/lite0_search.py ft2_block5  # some of them
+
+Each variant changes one run of the cpu profile in one way and trains in its own runs folder
+(``data/runs/explore-lite0/``) on the cpu profile's thesis split. The table gives validation accuracy and loss and
+the seconds of training; the test set is not read. Appended to benchmarks/results.md and measurements.csv
+(``budgets.record``) with the machine, the date and, through ``ONEDNN_MAX_CPU_ISA``, the instruction set.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pandas as pd
+from budgets import record
+
+from helpers import config, dataset, experiments, protocols, run_records, training
+
+# variant -> (run of the cpu profile, changed fields)
+VARIANTS = {
+    "ft2_block6": ("efficientnet_lite0_ft2", {"fine_tune_from": "block6a_expand_conv"}),
+    "ft2_block5": ("efficientnet_lite0_ft2", {"fine_tune_from": "block5a_expand_conv"}),
+    "ft2_whole": ("efficientnet_lite0_ft2", {"fine_tune_from": None}),
+    "ft2_block6_160px": ("efficientnet_lite0_ft2", {"fine_tune_from": "block6a_expand_conv", "image_size": 160}),
+    "ec_128px": ("efficientnet_lite0_ec", {}),
+    "ec_160px": ("efficientnet_lite0_ec", {"image_size": 160}),
+    "ft_2_epochs": ("efficientnet_lite0_ft", {"epochs": 2}),
+    "ft_6_epochs": ("efficientnet_lite0_ft", {"epochs": 6}),
+    "squeezenet_ft2": ("squeezenet_ft2", {}),
+}
+
+
+def train_variant(name: str, index: pd.DataFrame) -> run_records.Record:
+    profile = dataclasses.replace(config.PROFILES["cpu"], name="explore-lite0")
+    cpu = config.PROFILES["cpu"]
+    run, changes = VARIANTS[name]
+    exp = dataclasses.replace(experiments.experiment(run, cpu), name=name, precision="float32", **changes)
+    split = protocols.load_split(index, exp.protocol, cpu)
+    done = profile.runs_dir / exp.name
+    if (done / "model.keras").exists():  # trained before with the same settings: reuse it
+        found = run_records.read_record(done)
+        if run_records.same_run(found.config, training.identity(exp, profile, split)):
+            return found
+    return training.train(exp, profile, split, verbose=0)
+
+
+def main(names: list[str]) -> None:
+    index = dataset.index_dataset(dataset.find_dataset(), progress=False)
+    rows = []
+    for name in names:
+        found = train_variant(name, index)
+        val = found.metrics["val"]
+        rows.append({"variant": name, "run": VARIANTS[name][0], "input px": found.config["image_size"],
+                     "val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 4),
+                     "val_n": val["n"], "epochs": found.metrics["epochs_run"],
+                     "train_seconds": round(found.metrics["train_seconds"], 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    table = pd.DataFrame(rows).to_markdown(index=False).splitlines()
+    record("EfficientNet-Lite0 in the cpu profile: variants on validation (thesis protocol)", table)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="*", help=f"variants to train (default: all of {', '.join(VARIANTS)})")
+    main(parser.parse_args().variants or list(VARIANTS))
