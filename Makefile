@@ -24,14 +24,17 @@ run: $(BIN)/activate
 	done
 
 # Every notebook through nbval in the quick profile, in series order in one process (a notebook reads what the ones
-# before it wrote), while the unit tests run beside it in another (each test has its own work folder): side by side
-# is faster than one after the other (benchmarks/results.md, "Graph building once per training function").
+# before it wrote), each followed by the code of its "Try it yourself" exercises and a check of what they produced
+# (tests/exercise_notebooks.py writes these copies to data/exercises/), while the unit tests run beside it in another
+# process (each test has its own work folder): side by side is faster than one after the other
+# (benchmarks/results.md, "Graph building once per training function").
 # nbval's report is printed after the unit tests'; the target fails if either fails.
 NBVAL_LOG := data/nbval.log
 test: $(BIN)/activate
 	@mkdir -p data
+	@$(BIN)/python tests/exercise_notebooks.py data/exercises
 	@echo "nbval runs in the background; its report follows the unit tests' ($(NBVAL_LOG))"
-	@CXR_PROFILE=quick $(BIN)/pytest notebooks --nbval-lax --nbval-current-env > $(NBVAL_LOG) 2>&1 & nbval=$$!; \
+	@CXR_PROFILE=quick $(BIN)/pytest data/exercises --nbval-lax --nbval-current-env > $(NBVAL_LOG) 2>&1 & nbval=$$!; \
 	CXR_PROFILE=quick $(BIN)/pytest tests; unit=$$?; \
 	wait $$nbval; notebooks=$$?; cat $(NBVAL_LOG); \
 	echo "unit tests: exit $$unit; notebooks: exit $$notebooks"; \

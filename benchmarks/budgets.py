@@ -457,7 +457,7 @@ def speed_index() -> float:
 def nbval_minutes(log_text: str) -> dict[str, float]:
     """Minutes per notebook that nbval spent in its cells, from pytest's ``--durations`` lines."""
     minutes: dict[str, float] = {}
-    for seconds, stem in re.findall(r"^([\d.]+)s \w+ +notebooks/(\d\d)_[\w]+\.ipynb::", log_text, flags=re.MULTILINE):
+    for seconds, stem in re.findall(r"^([\d.]+)s \w+ +[\w/]*?(\d\d)_[\w]+\.ipynb::", log_text, flags=re.MULTILINE):
         minutes[stem] = minutes.get(stem, 0.0) + float(seconds) / 60
     return minutes
 

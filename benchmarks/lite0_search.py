@@ -8,19 +8,23 @@ stand-in).
 Each variant changes one run of the cpu profile in one way and trains in its own runs folder
 (``data/runs/explore-lite0/``) on the cpu profile's thesis split. The table gives validation accuracy and loss and
 the seconds of training; the test set is not read. Appended to benchmarks/results.md and measurements.csv
-(``budgets.record``) with the machine, the date and, through ``ONEDNN_MAX_CPU_ISA``, the instruction set.
+(``budgets.record``) with the machine, the date and, through ``ONEDNN_MAX_CPU_ISA``, the instruction set, and
+written to benchmarks/lite0_variants.csv, where notebook 04 reads it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
+import os
 
 import pandas as pd
-from budgets import record
+from budgets import REPO, cpu_facts, record
 
 from helpers import config, dataset, experiments, protocols, run_records, training
 
+CSV = REPO / "benchmarks" / "lite0_variants.csv"
 # variant -> (run of the cpu profile, changed fields)
 VARIANTS = {
     "ft2_block6": ("efficientnet_lite0_ft2", {"fine_tune_from": "block6a_expand_conv"}),
@@ -31,6 +35,7 @@ VARIANTS = {
     "ec_160px": ("efficientnet_lite0_ec", {"image_size": 160}),
     "ft_2_epochs": ("efficientnet_lite0_ft", {"epochs": 2}),
     "ft_6_epochs": ("efficientnet_lite0_ft", {"epochs": 6}),
+    "ft_2_epochs_lr1e-3": ("efficientnet_lite0_ft", {"epochs": 2, "learning_rate": 1e-3}),
     "squeezenet_ft2": ("squeezenet_ft2", {}),
 }
 
@@ -60,8 +65,12 @@ def main(names: list[str]) -> None:
                      "val_n": val["n"], "epochs": found.metrics["epochs_run"],
                      "train_seconds": round(found.metrics["train_seconds"], 1)})
         print(json.dumps(rows[-1]), flush=True)
-    table = pd.DataFrame(rows).to_markdown(index=False).splitlines()
-    record("EfficientNet-Lite0 in the cpu profile: variants on validation (thesis protocol)", table)
+    frame = pd.DataFrame(rows)
+    record("EfficientNet-Lite0 in the cpu profile: variants on validation (thesis protocol)",
+           frame.to_markdown(index=False).splitlines())
+    cpu, isa = cpu_facts()
+    frame.assign(date=str(datetime.date.today()), machine=f"{cpu}, {os.cpu_count()} cores",
+                 isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or isa).to_csv(CSV, index=False)
 
 
 if __name__ == "__main__":

@@ -206,7 +206,8 @@ def gradcam_grid(images, maps, titles, overlay: bool = True, ncols: int = 4, sup
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
-    fig.colorbar(shown, ax=axes, shrink=0.5, label="Grad-CAM (0 to 1)")
+    # a narrow bar that takes little width from the panels (an overlay should be at least the image's own size)
+    fig.colorbar(shown, ax=axes, shrink=0.5, fraction=0.02, pad=0.01, label="Grad-CAM (0 to 1)")
     return fig
 
 
@@ -270,6 +271,17 @@ def masked_accuracy(masked, example_image, views, trivial=None) -> plt.Figure:
 
 
 VIEW_COLORS = ["#666666", "#d95f02", "#1b9e77", "#7570b3"]
+# Fewer images than this: a bar is drawn pale and hatched, and its label says "small n", so that a share of four
+# images does not look like evidence (a 95 % interval on so few spans much of the axis).
+SMALL_N = 30
+
+
+def _mark_small(ax, bars, counts) -> None:
+    """Draw the ``bars`` (matplotlib patches) whose ``counts`` are under ``SMALL_N`` pale and hatched."""
+    for bar, n in zip(bars, counts):
+        if n < SMALL_N:
+            bar.set_alpha(0.35)
+            bar.set_hatch("///")
 
 
 def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "accuracy", chance=None,
@@ -283,11 +295,13 @@ def interval_bars(ax, table, rows: str, bars: str, *, order=None, value: str = "
         return wide[order] if order is not None else wide
     middle, low, high = pivot(value), pivot("ci_low"), pivot("ci_high")
     errors = np.stack([(middle - low).to_numpy().T, (high - middle).to_numpy().T], axis=1)  # (bars, 2, rows)
-    if "images" in table:  # n beside each row: one number where every bar of the row counts the same images
-        counts = pivot("images")
-        middle.index = [f"{row} (n={'/'.join(str(int(v)) for v in dict.fromkeys(counts.loc[row].dropna()))})"
-                        for row in middle.index]
+    counts = pivot("images") if "images" in table else None
+    if counts is not None:  # n beside each row: one number where every bar of the row counts the same images
+        middle.index = [f"{row} (n={'/'.join(str(int(v)) for v in dict.fromkeys(counts.loc[row].dropna()))}"
+                        + (", small n" if counts.loc[row].min() < SMALL_N else "") + ")" for row in middle.index]
     middle.plot.barh(ax=ax, xerr=errors, capsize=3, color=VIEW_COLORS[:middle.shape[1]], width=0.75)
+    if counts is not None:  # pandas draws the bars column by column, each over the rows in order
+        _mark_small(ax, ax.patches, counts.to_numpy().T.ravel())
     if chance:
         for k, row in enumerate(low.index):  # the row names without their n
             ax.plot([chance[row]] * 2, [k - 0.45, k + 0.45], ls=":", c="k", lw=1.5,
@@ -305,15 +319,16 @@ def group_accuracy_bars(table, title: str) -> plt.Figure:
     ci_low, ci_high, and the same for the own test set: own test images, own test sensitivity, own ci_low,
     own ci_high)."""
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(table) + 1.2))
-    labels = [f"{m} · {g} (n={n}; own test n={o})"
+    labels = [f"{m} · {g} (n={n}; own test n={o})" + (" small n" if n < SMALL_N else "")
               for m, g, n, o in zip(table["model"], table["group"], table["images"], table["own test images"])]
     y = np.arange(len(table))
     own = table["own test sensitivity"]
     ax.barh(y + 0.2, own, height=0.4, color="#999999", label="own test set (same class, 95 % CI)", capsize=2,
             xerr=np.stack([own - table["own ci_low"], table["own ci_high"] - own]))
     errors = np.stack([table["accuracy"] - table["ci_low"], table["ci_high"] - table["accuracy"]])
-    ax.barh(y - 0.2, table["accuracy"], height=0.4, color="#d95f02", label="left-out images (95 % CI)",
-            xerr=errors, capsize=2)
+    outside = ax.barh(y - 0.2, table["accuracy"], height=0.4, color="#d95f02", label="left-out images (95 % CI)",
+                      xerr=errors, capsize=2)
+    _mark_small(ax, outside.patches, table["images"])
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)

@@ -31,6 +31,28 @@ def published_row(record) -> pd.Series:
     return found.iloc[0]
 
 
+def differences(record) -> str:
+    """How a run differs from the published run it is compared with, in a few words for its table row: another
+    backbone standing in, another recipe, a smaller input, fewer epochs (the published settings are the ``full``
+    profile's: ``experiments.PUBLISHED``). Empty where it differs in none of these or has no published run."""
+    theirs, cfg = published_row(record), record.config
+    published_run = experiments.PUBLISHED.get(record.name)
+    if theirs["model"] == "none" or published_run is None:
+        return ""
+    notes = []
+    backbone = str(theirs.get("backbone") or "")
+    if cfg["scheme"] != "scratch" and backbone and backbone.lower() != cfg["model"]:
+        notes.append(f"{cfg['model']} stands in for {backbone}")
+    if cfg["scheme"] == "ft2":
+        notes.append("two-stage recipe (the thesis: one stage)")
+    if cfg["image_size"] != published_run.image_size:
+        notes.append(f"{cfg['image_size']} px (published {published_run.image_size})")
+    ours, planned = cfg.get("epochs", 0), published_run.epochs
+    if cfg["scheme"] != "ft2" and ours != planned:
+        notes.append(f"{ours} epochs (published {planned})")
+    return "; ".join(notes)
+
+
 def compare(record) -> pd.DataFrame:
     """One run beside the published result it reproduces: accuracy with interval, per-class sensitivity, ..."""
     test, mine = record.metrics["test"], record.metrics
@@ -129,7 +151,7 @@ def table_row(record) -> dict:
     row.update({"test_n": test["n"], "train_seconds": m["train_seconds"],
                 "images_per_second": m.get("images_per_second"), "parameters": m.get("parameters"),
                 "published": f"{theirs['project']}: {theirs['model']}", "published_test_accuracy": theirs["test_accuracy"],
-                "published_sensitivity_covid": theirs["sensitivity_covid"]})
+                "published_sensitivity_covid": theirs["sensitivity_covid"], "differs_from_published": differences(record)})
     return row
 
 
@@ -159,6 +181,13 @@ def best_on_validation(table: pd.DataFrame, family: str | None = None, protocols
     return str(rows.sort_values(["val_accuracy", "val_loss"], ascending=[False, True], kind="stable").index[0])
 
 
+def best_per_family(table: pd.DataFrame, protocol: str = "thesis") -> dict:
+    """The best run of each family (scratch, EC, FT) among ``protocol``'s runs, by ``best_on_validation``: "the best
+    scratch / EC / FT model" wherever notebooks 06 and 07 say it, one definition for both."""
+    families = [f for f in ("scratch", "EC", "FT") if ((table["family"] == f) & (table["protocol"] == protocol)).any()]
+    return {family: best_on_validation(table, family, protocol) for family in families}
+
+
 def paired_comparison(a, b) -> dict:
     """Exact McNemar test of two runs scored on the same test images: how many images only ``a`` gets right,
     how many only ``b``, and the two-sided binomial p-value of that split (overlapping intervals are not a
@@ -186,6 +215,7 @@ MARKDOWN_COLUMNS = {
     "epochs": "epochs",
     "test accuracy [95 % CI]": "test accuracy [95 % CI]", "macro_f1": "macro-F1",
     "sensitivity_covid": "COVID sens.", "published": "published row", "published_test_accuracy": "published acc.",
+    "differs_from_published": "differs from the published run in",
 }
 
 
@@ -200,6 +230,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     # a run no project published (e.g. the `all`-protocol run): a dash, not "nan"
     shown["published acc."] = [f"{v:.3f}" if pd.notna(v) else "–" for v in shown["published acc."]]
     shown["published row"] = shown["published row"].replace("–: none", "–")
+    shown["differs from the published run in"] = shown["differs from the published run in"].replace("", "–")
     return shown.to_markdown(index=False, floatfmt=".3f")
 
 

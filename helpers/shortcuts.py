@@ -26,7 +26,7 @@ def masked_accuracy(model, frame: pd.DataFrame, image_size: int, seed: int = con
     for view, keep in VIEWS.items():
         predictions = metrics.predict(model, frame, image_size, preprocess=keep and masks.masking(image_size, keep))
         m = metrics.classification_metrics(predictions["true"], metrics.probabilities(predictions), seed=seed)
-        rows.append({"view": view, "accuracy": m["accuracy"], "ci_low": m["accuracy_ci_low"],
+        rows.append({"view": view, "images": m["n"], "accuracy": m["accuracy"], "ci_low": m["accuracy_ci_low"],
                      "ci_high": m["accuracy_ci_high"],
                      **{f"sensitivity {c}": m["per_class"][c]["sensitivity"] for c in config.CLASSES},
                      "called COVID": (predictions["predicted"] == 0).mean()})
@@ -62,20 +62,22 @@ def group_table(groups, true, predicted, seed: int = config.SEED, classes=config
 
 
 # --------------------------------------------------------------------------------------------------
-# Linear probes on frozen SqueezeNet features (seconds each, once the features are cached)
+# Linear probes on frozen ImageNet features (seconds each, once the features are cached)
 # --------------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=2)
-def squeezenet_extractor(image_size: int, allow_random: bool):
-    """The frozen SqueezeNet extractor, built once per input size (notebook 07 asks for features many times)."""
-    return backbones.feature_extractor("squeezenet", image_size, allow_random=allow_random)
+def probe_extractor(backbone: str, image_size: int, allow_random: bool):
+    """A frozen ImageNet extractor, built once per backbone and input size (notebook 07 asks for features many
+    times)."""
+    return backbones.feature_extractor(backbone, image_size, allow_random=allow_random)
 
 
 def frozen_features(frame: pd.DataFrame, image_size: int, profile: config.Profile,
                     keep: str | None = None) -> np.ndarray:
-    """Pooled features of ImageNet SqueezeNet (frozen) for ``frame``'s images, whole or with only the border or
-    the centre kept (``keep``); cached in ``data/cache/features`` like notebook 03's."""
-    extractor, _ = squeezenet_extractor(image_size, profile.allow_random_weights)
+    """Pooled features of the profile's progression backbone (frozen, ImageNet weights: EfficientNet-Lite0 in the cpu
+    profile) for ``frame``'s images, whole or with only the border or the centre kept (``keep``); cached in
+    ``data/cache/features`` like notebook 03's."""
+    extractor, _ = probe_extractor(profile.progression_backbone, image_size, profile.allow_random_weights)
     return feature_cache.cached_features(extractor, frame, keep=keep, progress=False)
 
 

@@ -30,7 +30,7 @@ def isolated_data_dir(tmp_path, monkeypatch):
     for name in ("CXR_DATA_DIR", "CXR_WEIGHTS_DIR", "CXR_PROFILE", "CXR_WORK_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CXR_WORK_DIR", str(data_dir))
-    shortcuts.squeezenet_extractor.cache_clear()  # its weights depend on the folders set here
+    shortcuts.probe_extractor.cache_clear()  # its weights depend on the folders set here
     return data_dir
 
 

@@ -1,67 +1,50 @@
-"""The code blocks of every notebook's "Try it yourself" run as given after its Setup section (quick profile, a
-small synthetic dataset): an undefined name or a changed helper fails here, not in a student's hands."""
+"""Every "Try it yourself" item either gives code that `make test` runs after its notebook (nbval on the copies of
+``exercise_notebooks.py``, each followed by a check of what it produced) or says that it is a thinking or looking
+exercise; every item says how long it takes."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
-import textwrap
-import warnings
-from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
+import nbformat
 import pytest
+from exercise_notebooks import CHECKS, NO_CODE, NOTEBOOKS, exercises, with_exercises
 
-from conftest import make_release
-
-NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def setup_and_exercises(notebook: Path) -> tuple[str, list[str]]:
-    """The code of the notebook's Setup section (its code cells up to the next heading) and the Python code
-    blocks of its "Try it yourself" cell."""
-    cells = json.loads(notebook.read_text())["cells"]
-    setup, exercises, in_setup = [], [], False
-    for cell in cells:
-        text = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            if text.startswith("## "):
-                in_setup = text.startswith("## Setup")
-            if text.startswith("## Try it yourself"):
-                blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
-                exercises = [textwrap.dedent(block) for block in blocks]
-        elif in_setup:
-            setup.append(text)
-    return "\n".join(setup), exercises
+ITEMS = [exercise for notebook in NOTEBOOKS for exercise in exercises(notebook)]
+TIME = re.compile(r"\((?:[^()]*\b(?:seconds?|minutes?|hours?)\b[^()]*)\)")
 
 
-WITH_EXERCISES = [n for n in NOTEBOOKS if setup_and_exercises(n)[1]]
+def test_every_notebook_has_exercises():
+    assert {item.key[:2] for item in ITEMS} == {n.name[:2] for n in NOTEBOOKS}
 
 
-def test_the_notebooks_that_give_exercise_code_are_found():
-    assert {n.name[:2] for n in WITH_EXERCISES} >= {"02", "04"}
-    assert all(setup_and_exercises(n)[0] for n in NOTEBOOKS)  # every notebook has a Setup section with code
+@pytest.mark.parametrize("item", ITEMS, ids=lambda item: item.key)
+def test_an_exercise_gives_code_with_a_check_or_says_it_has_none(item):
+    if item.code is None:
+        assert NO_CODE.search(item.text), f"{item.key}: no code, and not marked as a thinking or looking exercise"
+    else:
+        assert not NO_CODE.search(item.text), f"{item.key}: marked as a thinking exercise, but gives code"
+        assert item.key in CHECKS, f"{item.key}: runnable, but exercise_notebooks.CHECKS has no check for it"
+        compile(item.code, item.key, "exec")
 
 
-@pytest.mark.parametrize("notebook", WITH_EXERCISES, ids=lambda n: n.name[:2])
-def test_the_exercise_code_runs_after_the_setup_section(notebook, tmp_path, monkeypatch, offline_weights):
-    setup, exercises = setup_and_exercises(notebook)
-    dataset = make_release(tmp_path / "dataset", counts={"COVID": 20, "Normal": 20, "Viral Pneumonia": 20})
-    monkeypatch.setenv("CXR_DATA_DIR", str(dataset))
-    monkeypatch.setenv("CXR_PROFILE", "quick")
-    namespace = {"display": lambda *objects, **kwargs: None}  # what Jupyter provides
-    with matplotlib.rc_context(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a tiny dataset warns that it has fewer images than a protocol asks for
-        exec(compile(setup, f"{notebook.name}, Setup", "exec"), namespace)  # noqa: S102 (the notebook's own code)
-        for number, block in enumerate(exercises, 1):
-            namespace.pop("record", None)
-            exec(compile(block, f"{notebook.name}, exercise block {number}", "exec"), namespace)  # noqa: S102
-            plt.close("all")
-            if "record" in namespace:  # an exercise that trains: its record is the run it describes, complete
-                record, exp = namespace["record"], namespace["exp"]
-                assert record.config["name"] == exp.name and record.path.name == exp.name
-                changed = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(exp))).items()
-                           if k not in ("source", "published")}
-                assert {k: record.config.get(k) for k in changed} == changed, f"block {number} trained another run"
-                assert 0 <= record.metrics["test"]["accuracy"] <= 1 and len(record.history) >= 1
+@pytest.mark.parametrize("item", ITEMS, ids=lambda item: item.key)
+def test_every_exercise_says_how_long_it_takes(item):
+    first_line = item.text.splitlines()[0]
+    assert TIME.search(first_line), f"{item.key}: no time estimate in its first line: {first_line!r}"
+
+
+def test_every_check_belongs_to_an_exercise_with_code():
+    runnable = {item.key for item in ITEMS if item.code is not None}
+    assert set(CHECKS) == runnable
+
+
+def test_the_copies_run_each_exercise_then_its_check_after_the_notebook(tmp_path):
+    notebook = next(n for n in NOTEBOOKS if n.name.startswith("04"))
+    original = nbformat.read(notebook, as_version=4).cells
+    copy = with_exercises(notebook).cells
+    assert [c.source for c in copy[:len(original)]] == [c.source for c in original]  # the notebook, unchanged
+    added = copy[len(original):]
+    runnable = [item for item in exercises(notebook) if item.code is not None]
+    assert len(added) == 2 * len(runnable)
+    for item, (code, check) in zip(runnable, zip(added[::2], added[1::2])):
+        assert item.code in code.source and CHECKS[item.key] in check.source

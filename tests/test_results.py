@@ -74,9 +74,10 @@ def test_written_table_round_trips_and_markdown_shows_intervals():
 def test_series_lists_every_run_of_the_profile():
     cpu = results.series_runs(config.current("cpu"))
     assert cpu[:5] == list(experiments.FULL)
-    assert {"squeezenet_v0", "squeezenet_ec", "squeezenet_ft", "squeezenet_ft2"} <= set(cpu)
+    assert {"efficientnet_lite0_v0", "efficientnet_lite0_ft", "efficientnet_lite0_ft2", "squeezenet_ec",
+            "efficientnet_lite0_ft2_all"} <= set(cpu) and "squeezenet_ft2" not in cpu
     quick = results.series_runs(config.current("quick"))
-    assert {"squeezenet_ft", "squeezenet_ft2"} <= set(quick) and "densenet121_ft" not in quick
+    assert {"efficientnet_lite0_ft", "squeezenet_ec"} <= set(quick) and "densenet121_ft" not in quick
     assert "xception_ft" in results.series_runs(config.current("full"))  # the full profile: every backbone
 
 
@@ -103,6 +104,9 @@ def test_best_on_validation_breaks_ties_by_validation_loss_and_never_reads_test(
     assert results.best_on_validation(table.set_index("model"), "FT", protocols="thesis") == "b"
     with pytest.raises(ValueError, match="No run"):
         results.best_on_validation(table, "scratch")
+    # notebooks 06 and 07 share one definition: per family, within one protocol, a family without runs left out
+    assert results.best_per_family(table, "thesis") == {"EC": "d", "FT": "b"}
+    assert results.best_per_family(table, "all") == {"FT": "c"}
 
 
 def test_most_frequent_error_ignores_the_diagonal():
@@ -112,3 +116,19 @@ def test_most_frequent_error_ignores_the_diagonal():
                  [0, 3, 40]]
     assert results.most_frequent_error(confusion) == (0, 2, 9)
     assert results.most_frequent_error(np.eye(3, dtype=int) * 5) == (0, 0, 0)  # no errors: nothing to name
+
+
+def test_each_row_says_how_it_differs_from_the_published_run():
+    """Where a number stands beside the thesis's, the row says what is not like with like: a stand-in backbone,
+    another recipe, a smaller input, fewer epochs."""
+    cpu = config.PROFILES["cpu"]
+    rows = {name: results.differences(fabricate_record(cpu, name))
+            for name in ("efficientnet_lite0_ft", "efficientnet_lite0_ft2", "red_david", "efficientnet_lite0_ft2_all")}
+    assert rows["efficientnet_lite0_ft"] == ("efficientnet_lite0 stands in for DenseNet121; 128 px (published 224); "
+                                             f"{experiments.experiment('efficientnet_lite0_ft', cpu).epochs} epochs "
+                                             "(published 20)")
+    assert rows["efficientnet_lite0_ft2"].startswith("efficientnet_lite0 stands in for Xception; two-stage recipe")
+    assert rows["red_david"] == "32 px (published 224); 7 epochs (published 20)"
+    assert rows["efficientnet_lite0_ft2_all"] == ""  # no published run to differ from
+    full = results.differences(fabricate_record(config.PROFILES["full"], "densenet121_ft"))
+    assert full == ""  # the full profile runs the thesis's settings
