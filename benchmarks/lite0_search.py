@@ -9,7 +9,8 @@ Each variant changes one run of the cpu profile in one way and trains in its own
 (``data/runs/explore-lite0/``) on the cpu profile's thesis split. The table gives validation accuracy and loss and
 the seconds of training; the test set is not read. Appended to benchmarks/results.md and measurements.csv
 (``budgets.record``) with the machine, the date and, through ``ONEDNN_MAX_CPU_ISA``, the instruction set, and
-written to benchmarks/lite0_variants.csv, where notebook 04 reads it.
+written to benchmarks/lite0_variants.csv (one row per variant, the newest measurement of each, with its date and
+commit), where notebook 04 reads it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import dataclasses
 import datetime
 import json
 import os
+import subprocess
 
 import pandas as pd
 from budgets import REPO, cpu_facts, record
@@ -36,6 +38,11 @@ VARIANTS = {
     "ft_2_epochs": ("efficientnet_lite0_ft", {"epochs": 2}),
     "ft_6_epochs": ("efficientnet_lite0_ft", {"epochs": 6}),
     "ft_2_epochs_lr1e-3": ("efficientnet_lite0_ft", {"epochs": 2, "learning_rate": 1e-3}),
+    # cheaper settings, for the hour's budget: a smaller input, a shorter second stage
+    "ec_112px": ("efficientnet_lite0_ec", {"image_size": 112}),
+    "ft2_block6_2_epochs": ("efficientnet_lite0_ft2", {"fine_tune_from": "block6a_expand_conv", "epochs": 2}),
+    "ft2_block6_112px_2_epochs": ("efficientnet_lite0_ft2", {"fine_tune_from": "block6a_expand_conv",
+                                                             "image_size": 112, "epochs": 2}),
     "squeezenet_ft2": ("squeezenet_ft2", {}),
 }
 
@@ -69,8 +76,14 @@ def main(names: list[str]) -> None:
     record("EfficientNet-Lite0 in the cpu profile: variants on validation (thesis protocol)",
            frame.to_markdown(index=False).splitlines())
     cpu, isa = cpu_facts()
-    frame.assign(date=str(datetime.date.today()), machine=f"{cpu}, {os.cpu_count()} cores",
-                 isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or isa).to_csv(CSV, index=False)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    frame = frame.assign(date=str(datetime.date.today()), commit=commit, machine=f"{cpu}, {os.cpu_count()} cores",
+                         isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or isa)
+    if CSV.exists():  # the variants measured now replace their older rows; the others stay, with their date and commit
+        older = pd.read_csv(CSV)
+        frame = pd.concat([older[~older["variant"].isin(frame["variant"])], frame], ignore_index=True)
+    frame.to_csv(CSV, index=False)
 
 
 if __name__ == "__main__":
