@@ -71,13 +71,15 @@ def layer_probe(model: keras.Model, names: list[str]):
 
     inner = {layer.name: [n for n in names if n not in own and _contains(layer, n)]
              for layer in model.layers if isinstance(layer, keras.Model)}
+    # each nested model's own probe, built once: building a Keras model per batch cost more than running it
+    inner_probes = {layer.name: layer_probe(layer, inner[layer.name]) for layer in model.layers if inner.get(layer.name)}
     checked = []
 
     def walk(x):
         found, y = {}, x
         for layer in model.layers[1:]:
-            if inner.get(layer.name):
-                outputs, y = layer_probe(layer, inner[layer.name])(y)
+            if layer.name in inner_probes:
+                outputs, y = inner_probes[layer.name](y)
                 found.update(zip(inner[layer.name], outputs))
             else:
                 y = layer(y, training=False)
@@ -132,18 +134,23 @@ def gradcam(model: keras.Model, images, class_index=None, layer: str | None = No
     images = np.asarray(images, dtype=np.float32)
     scores = class_score_layer(model)
     probe = layer_probe(model, [layer or last_conv_layer(model)] + ([scores] if scores else []))
-    maps, predictions = [], []
-    for start in range(0, len(images), batch_size):
-        batch = tf.convert_to_tensor(images[start:start + batch_size])
+    probe(tf.convert_to_tensor(images[:1]))  # eagerly once: a nested model's probe checks itself on its first call
+
+    @tf.function(reduce_retracing=True)  # one graph for the forward and backward pass: several times faster
+    def forward_and_back(batch, chosen):
         with tf.GradientTape() as tape:
             outputs, proba = probe(batch)
             feature_map, target = outputs[0], (outputs[1] if scores else proba)
-            if class_index is None:
-                chosen = tf.argmax(proba, axis=1)
-            else:
-                chosen = np.broadcast_to(np.asarray(class_index), (len(images),))[start:start + len(batch)]
+            chosen = tf.where(chosen < 0, tf.argmax(proba, axis=1), chosen)  # -1: the predicted class
             score = tf.reduce_sum(tf.gather(target, chosen, axis=1, batch_dims=1))
-        gradients = tf.cast(tape.gradient(score, feature_map), tf.float32)  # a mixed-precision model's are bfloat16
+        return feature_map, tape.gradient(score, feature_map), proba
+
+    wanted = np.broadcast_to(np.asarray(-1 if class_index is None else class_index, dtype=np.int64), (len(images),))
+    maps, predictions = [], []
+    for start in range(0, len(images), batch_size):
+        batch = tf.convert_to_tensor(images[start:start + batch_size])
+        feature_map, gradients, proba = forward_and_back(batch, tf.constant(wanted[start:start + len(batch)]))
+        gradients = tf.cast(gradients, tf.float32)  # a mixed-precision model's are bfloat16
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(feature_map, tf.float32), axis=-1)).numpy()
         peak = cam.max(axis=(1, 2), keepdims=True)
@@ -176,15 +183,17 @@ def centre_share(maps, fraction: float = 0.6) -> np.ndarray:
     return np.divide(inside, total, out=np.full(len(maps), np.nan), where=total > 0)
 
 
-def centre_shares(model: keras.Model, frame, image_size: int, batch_size: int = 32, fraction: float = 0.6):
+def centre_shares(model: keras.Model, frame, image_size: int, batch_size: int = 32, fraction: float = 0.6,
+                  chunk: int = 256):
     """Grad-CAM (predicted class) over every row of ``frame`` (a split or index slice): a table with the true
-    and predicted class ids and the share of each map's mass in the central square (``centre_share``)."""
+    and predicted class ids and the share of each map's mass in the central square (``centre_share``). Images are
+    read ``chunk`` at a time (each ``gradcam`` call compiles its graph once, so few large calls are fastest)."""
     import pandas as pd
 
     from . import pipeline
 
     shares, predicted = [], []
-    for images, _ in pipeline.make_dataset(frame, image_size, batch_size):
+    for images, _ in pipeline.make_dataset(frame, image_size, chunk):
         maps, proba = gradcam(model, images.numpy(), batch_size=batch_size)
         shares.append(centre_share(resize_maps(maps, image_size), fraction))
         predicted.append(proba.argmax(axis=1))
