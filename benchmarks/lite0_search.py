@@ -24,7 +24,7 @@ import subprocess
 import pandas as pd
 from budgets import REPO, cpu_facts, record
 
-from helpers import config, dataset, experiments, protocols, run_records, training
+from helpers import config, dataset, experiments, protocols, run_records, runs
 
 CSV = REPO / "benchmarks" / "lite0_variants.csv"
 # variant -> (run of the cpu profile, changed fields)
@@ -52,13 +52,7 @@ def train_variant(name: str, index: pd.DataFrame) -> run_records.Record:
     cpu = config.PROFILES["cpu"]
     run, changes = VARIANTS[name]
     exp = dataclasses.replace(experiments.experiment(run, cpu), name=name, precision="float32", **changes)
-    split = protocols.load_split(index, exp.protocol, cpu)
-    done = profile.runs_dir / exp.name
-    if (done / "model.keras").exists():  # trained before with the same settings: reuse it
-        found = run_records.read_record(done)
-        if run_records.same_run(found.config, training.identity(exp, profile, split)):
-            return found
-    return training.train(exp, profile, split, verbose=0)
+    return runs.train_unless_recorded(exp, profile, protocols.load_split(index, exp.protocol, cpu))
 
 
 def main(names: list[str]) -> None:

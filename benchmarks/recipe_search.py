@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, dataset, experiments, metrics, protocols, run_records, training
+from helpers import config, dataset, experiments, metrics, protocols, run_records, runs
 
 RESULTS = Path(__file__).with_name("results.md")
 CSV_ONLY = "--csv-only" in sys.argv  # rewrite the CSVs from the trained records without a new results.md entry
@@ -73,12 +73,7 @@ def train_variant(name: str, index: pd.DataFrame, seed: int = config.SEED) -> ru
     # cpu profile has since adopted upper6)
     base = dataclasses.replace(base, precision="float32", fine_tune_from=None)
     exp = dataclasses.replace(base, name=f"ft2_{name.replace('+', '_')}_seed{seed}", **recipe(name))
-    done = profile.runs_dir / exp.name
-    if (done / "model.keras").exists():  # trained before with the same settings: reuse it
-        record = run_records.read_record(done)
-        if run_records.same_run(record.config, training.identity(exp, profile, split)):
-            return record
-    return training.train(exp, profile, split, verbose=0)
+    return runs.train_unless_recorded(exp, profile, split)  # trained before with the same settings: reused
 
 
 def row(name: str, scores: dict, seconds: float | None) -> dict:

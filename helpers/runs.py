@@ -38,6 +38,17 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
     return training.train(exp, profile, split, verbose=verbose)
 
 
+def train_unless_recorded(exp, profile: config.Profile, split: pd.DataFrame, verbose: int = 0) -> run_records.Record:
+    """An experiment that is not a named run of the series (a benchmark's variant, an exercise): its record in
+    ``profile.runs_dir`` when one was written with the same settings, else trained (``training.train``)."""
+    done = profile.runs_dir / exp.name
+    if (done / "model.keras").exists():
+        found = run_records.read_record(done)
+        if run_records.same_run(found.config, training.identity(exp, profile, split)):
+            return found
+    return training.train(exp, profile, split, verbose=verbose)
+
+
 def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFrame | None = None) -> dict:
     """The records of the runs ``names``, read where they exist; the missing ones are trained first, after a line
     that says which and about how long they take (so notebooks 05-07 also open on a fresh clone)."""
