@@ -382,3 +382,17 @@ def test_peak_memory_is_in_megabytes_on_linux_and_macos(monkeypatch):
         monkeypatch.setattr(sys, "platform", platform)
         monkeypatch.setattr(resource, "getrusage", lambda who, peak=peak: SimpleNamespace(ru_maxrss=peak))
         assert training.peak_memory_mb() == pytest.approx(2048)
+
+
+def test_a_variant_is_trained_once_and_its_record_reused_only_while_its_settings_match(tiny, monkeypatch):
+    """runs.train_unless_recorded, what the search benchmarks call for experiments that are not named runs."""
+    _, index, profile = tiny
+    exp = dataclasses.replace(experiments.experiment("polazaro_baseline", profile), name="variant", epochs=1)
+    split = quiet_split(index, profile)
+    first = runs.train_unless_recorded(exp, profile, split)
+    trained = []
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: trained.append(args[0]) or first)
+    assert runs.train_unless_recorded(exp, profile, split).path == first.path and not trained  # reused
+    other = dataclasses.replace(exp, learning_rate=exp.learning_rate / 10)
+    runs.train_unless_recorded(other, profile, split)
+    assert trained == [other]  # other settings under the same name: trained again, never the old record
