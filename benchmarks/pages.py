@@ -58,6 +58,12 @@ def on_reference(row) -> float:
     return float(row["minutes"]) * float(row["speed_index"])
 
 
+def shown_minutes(row) -> float:
+    """The minutes a page states for a measurement: on the reference machine where it scales there, else as
+    measured."""
+    return on_reference(row) if scalable(row) else float(row["minutes"])
+
+
 def about(minutes: float) -> str:
     return "under a minute" if minutes < 1 else f"about {round(minutes)} min"
 
@@ -98,17 +104,16 @@ def notebook_line(frame: pd.DataFrame, notebook: str) -> str:
     if cpu.empty:
         return f"**Run time:** {NOT_MEASURED}."
     row = cpu[cpu["notebook"] == notebook].iloc[0]
-    if scalable(row):
-        where, minutes = "on an ordinary 2-core laptop (an upper estimate)", on_reference(row)
-    else:
-        where, minutes = f"on a 2-core {row['isa']} machine (longer on an ordinary laptop)", float(row["minutes"])
+    where = ("on an ordinary 2-core laptop (an upper estimate)" if scalable(row)
+             else f"on a 2-core {row['isa']} machine (longer on an ordinary laptop)")
+    minutes = shown_minutes(row)
     quick_row = quick[quick["notebook"] == notebook]
     quick_text = (f", {about(float(quick_row.iloc[0]['minutes']))} in the `quick` profile on the same machine"
                   if len(quick_row) else "")
     trained = cpu[cpu["notebook"].isin(TRAINED_BY)]  # 05-07 first train what 02-04 would have: about as long
     first = ""
     if notebook in NEEDS_RECORDS and len(trained) == len(TRAINED_BY):
-        more = sum(on_reference(r) if scalable(r) else float(r["minutes"]) for _, r in trained.iterrows())
+        more = sum(shown_minutes(r) for _, r in trained.iterrows())
         first = f"; on a fresh clone, without the run records of notebooks 02–04, {about(more)} more"
     return (f"**Run time:** {about(minutes)} in the `cpu` profile {where}, after the notebooks before it{first}"
             f"{quick_text} ([how this is measured](../docs/running.md)).")

@@ -235,9 +235,9 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
     app, _mode, filename, min_size = BACKBONES[name]
     if image_size < min_size:
         raise ValueError(f"{name} needs inputs of at least {min_size} px, got {image_size}.")
-    local = local_weights(filename)
-    if name == "efficientnet_lite0":
+    if name == "efficientnet_lite0":  # weights from its package, not from a file
         return lite0_base(image_size, allow_random=allow_random, weights=weights)
+    local = local_weights(filename)
     if not weights:
         if name == "squeezenet":
             return squeezenet_base(image_size), False

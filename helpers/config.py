@@ -198,8 +198,8 @@ PROFILES = {
         # the bases' upper parts
         run_settings={name: {"precision": FAST_PRECISION, "fine_tune_from": first}
                       for name, first in (("squeezenet_ft2", "fire6_squeeze1x1"),
-                                          ("efficientnet_lite0_ft2", "block6a_expand_conv"),
-                                          ("efficientnet_lite0_ft2_all", "block6a_expand_conv"))},
+                                          ("efficientnet_lite0_ft2", LITE0_FINE_TUNE_FROM),
+                                          ("efficientnet_lite0_ft2_all", LITE0_FINE_TUNE_FROM))},
         max_epochs=1, max_views=1, batch_size=16, early_stopping=False,
         run_time_hint="a few seconds to a minute per run in the quick profile"),
     "cpu": Profile(

@@ -23,30 +23,29 @@ def get_or_train(name: str, profile: config.Profile, index: pd.DataFrame | None 
     if index is None:
         index = dataset.index_dataset(dataset.find_dataset(), progress=False)
     split = protocols.run_split(index, exp.protocol, profile, exp.match_split)
-    final = profile.runs_dir / exp.name
-    if not retrain and (final / "config.json").exists():
-        try:
-            record = run_records.read_record(final)
-        except FileNotFoundError:
-            record = None
-        weights_now = exp.family != "scratch" and backbones.local_weights(backbones.BACKBONES[exp.model][2])
-        if record is not None and run_records.same_run(record.config, training.identity(exp, profile, split)) and not (
-                record.metrics.get("pretrained") is False and weights_now):  # weights have appeared since
-            print(f"Reusing the run record {config.short_path(final)} ({record.metrics['epochs_run']} epochs, "
-                  f"{record.metrics['train_seconds']:.0f} s of training); delete it to train again.")
-            return record
+    record = None if retrain else recorded(exp, profile, split)
+    if record is not None and not (record.metrics.get("pretrained") is False and exp.family != "scratch" and
+                                   backbones.local_weights(backbones.BACKBONES[exp.model][2])):  # weights appeared
+        print(f"Reusing the run record {config.short_path(record.path)} ({record.metrics['epochs_run']} epochs, "
+              f"{record.metrics['train_seconds']:.0f} s of training); delete it to train again.")
+        return record
     return training.train(exp, profile, split, verbose=verbose)
+
+
+def recorded(exp, profile: config.Profile, split: pd.DataFrame) -> run_records.Record | None:
+    """The complete record of ``exp`` in ``profile.runs_dir`` when it was written with the same settings on the
+    same split (``run_records.same_run``), else None."""
+    try:
+        found = run_records.read_record(profile.runs_dir / exp.name)
+    except FileNotFoundError:
+        return None
+    return found if run_records.same_run(found.config, training.identity(exp, profile, split)) else None
 
 
 def train_unless_recorded(exp, profile: config.Profile, split: pd.DataFrame, verbose: int = 0) -> run_records.Record:
     """An experiment that is not a named run of the series (a benchmark's variant, an exercise): its record in
-    ``profile.runs_dir`` when one was written with the same settings, else trained (``training.train``)."""
-    done = profile.runs_dir / exp.name
-    if (done / "model.keras").exists():
-        found = run_records.read_record(done)
-        if run_records.same_run(found.config, training.identity(exp, profile, split)):
-            return found
-    return training.train(exp, profile, split, verbose=verbose)
+    ``profile.runs_dir`` when one was written with the same settings (``recorded``), else trained."""
+    return recorded(exp, profile, split) or training.train(exp, profile, split, verbose=verbose)
 
 
 def records_or_train(profile: config.Profile, names: list[str], index: pd.DataFrame | None = None) -> dict:
