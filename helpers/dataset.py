@@ -303,7 +303,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
         old = pd.read_csv(cache_file, dtype={"sha256": str, "mode": str, "phash": str})
         known = {row.relpath: row for row in old.itertuples(index=False)}
 
-    rows = []
+    rows, read_again = [], 0
     for label, path in tqdm(files, desc="indexing images", unit="img", disable=not progress, mininterval=1):
         stat = path.stat()
         relpath = str(path.relative_to(root))
@@ -312,6 +312,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
             described = {"sha256": hit.sha256, "width": hit.width, "height": hit.height, "mode": hit.mode,
                          "phash": hit.phash}
         else:
+            read_again += 1
             try:
                 described = describe_image(path)
             except ValueError as error:
@@ -324,7 +325,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
     frame = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     frame["image_id"] = frame["image_id"].astype("Int64")
     frame = frame.sort_values(["class_id", "image_id", "relpath"], na_position="last").reset_index(drop=True)
-    if cache and not frame.empty:
+    if cache and not frame.empty and (read_again or set(frame["relpath"]) != set(known)):  # else it is unchanged
         atomic_csv(frame.drop(columns="duplicate_group"), cache_file)
     frame["duplicate_group"] = duplicates.duplicate_groups(frame) if not frame.empty else frame["sha256"]
     if problems:

@@ -272,6 +272,14 @@ def test_index_cache_rereads_only_changed_files(tmp_path, monkeypatch):
     assert seen == ["Normal-2.png"]
     assert second.loc[second.relpath.str.endswith("Normal-2.png"), "width"].item() == 20
     assert (first["sha256"] != second["sha256"]).sum() == 1
+    cache_file, = (config.data_dir() / "cache").glob("index-v3-*.csv")
+    written = cache_file.stat().st_mtime_ns
+    seen.clear()
+    quiet_index(base)  # nothing changed: nothing read, the cache not written again
+    assert seen == [] and cache_file.stat().st_mtime_ns == written
+    (base / "COVID" / "images" / "COVID-1.png").unlink()  # a file gone: the cache forgets it
+    quiet_index(base)
+    assert "COVID-1.png" not in cache_file.read_text()
 
 
 # ---- protocols and splits -----------------------------------------------------------------------
