@@ -5,7 +5,9 @@
 Each run is trained as the cpu profile trains it, once per seed, on the same split (drawn with the profile's own
 seed, 42, every time), in its own runs folder (``data/runs/seeds/``); seed 42 is the committed run again. The test
 set of every seed is read: nothing is chosen here, the spread is what notebooks 02 and 04 report beside their one
-run. Writes ``benchmarks/seed_spread.csv`` (with the machine and date) and appends the table to ``results.md``.
+run. For every run it also measures notebook 07's age shortcut: the share of the unseen adult Normal images its
+model calls COVID. Writes its rows to ``benchmarks/seed_spread.csv`` (with the machine and date; rows of other runs,
+or of these runs with other seeds, stay) and appends the table to ``results.md``.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from budgets import machine  # the sibling script's one-line machine description
 
-from helpers import config, dataset, experiments, protocols, run_records, training
+from helpers import config, dataset, experiments, metrics, protocols, run_records, shortcuts, training
 
 HERE = Path(__file__).parent
 
@@ -28,7 +30,7 @@ def train_with_seed(name: str, seed: int, index: pd.DataFrame) -> run_records.Re
     cpu = config.PROFILES["cpu"]
     profile = dataclasses.replace(cpu, name="seeds", seed=seed)
     exp = dataclasses.replace(experiments.experiment(name, cpu), name=f"{name}_seed{seed}")
-    split = protocols.load_split(index, exp.protocol, cpu)
+    split = protocols.run_split(index, exp.protocol, cpu, exp.match_split)  # as runs.get_or_train cuts it
     done = profile.runs_dir / exp.name
     if (done / "model.keras").exists():
         record = run_records.read_record(done)
@@ -37,8 +39,29 @@ def train_with_seed(name: str, seed: int, index: pd.DataFrame) -> run_records.Re
     return training.train(exp, profile, split, verbose=0)
 
 
+def write(table: pd.DataFrame, path: Path) -> None:
+    """``table``'s rows into the CSV at ``path``, replacing the rows of the same run and seed and keeping the rest
+    (the notebooks quote runs measured on other days)."""
+    if path.exists():
+        old = pd.read_csv(path)
+        kept = old[~old.set_index(["run", "seed"]).index.isin(table.set_index(["run", "seed"]).index)]
+        table = pd.concat([kept, table], ignore_index=True)
+    table.to_csv(path, index=False)
+
+
+def adult_normals_called_covid(record: run_records.Record, index: pd.DataFrame) -> float:
+    """The share of the adult Normal images that neither protocol's run has seen which ``record``'s model calls
+    COVID: notebook 07's measure of the age shortcut (``shortcuts.unseen_by_thesis_run``)."""
+    cpu = config.PROFILES["cpu"]
+    unseen = shortcuts.unseen_by_thesis_run(protocols.load_split(index, "all", cpu),
+                                            protocols.load_split(index, "thesis", cpu))
+    adults = unseen[unseen["group"] == shortcuts.ADULT]
+    predictions = metrics.predict(record.load_model(), adults, record.config["image_size"])
+    return float((predictions["predicted"] == config.CLASSES.index("COVID")).mean())
+
+
 def main(names: list[str], seeds: list[int]) -> pd.DataFrame:
-    index = dataset.index_dataset(dataset.find_dataset(), progress=False)
+    index = shortcuts.with_groups(dataset.index_dataset(dataset.find_dataset(), progress=False))
     rows = []
     for name in names:
         for seed in seeds:
@@ -46,10 +69,11 @@ def main(names: list[str], seeds: list[int]) -> pd.DataFrame:
             test = record.metrics["test"]
             rows.append({"run": name, "seed": seed, "val_accuracy": record.metrics["val"]["accuracy"],
                          "test_accuracy": test["accuracy"], "ci_low": test["accuracy_ci_low"],
-                         "ci_high": test["accuracy_ci_high"], "seconds": record.metrics["train_seconds"]})
+                         "ci_high": test["accuracy_ci_high"], "seconds": record.metrics["train_seconds"],
+                         "adult_normals_called_covid": adult_normals_called_covid(record, index)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    table.assign(machine=machine(), date=str(date.today())).round(4).to_csv(HERE / "seed_spread.csv", index=False)
+    write(table.assign(machine=machine(), date=str(date.today())).round(4), HERE / "seed_spread.csv")
     spread = table.groupby("run")["test_accuracy"].agg(["min", "max"])
     with (HERE / "results.md").open("a") as handle:
         handle.write(f"\n### Seed spread of single runs: {machine()}\n\n"

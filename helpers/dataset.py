@@ -327,7 +327,7 @@ def index_dataset(root: str | os.PathLike, *, include=CLASSES, cache: bool = Tru
     frame = frame.sort_values(["class_id", "image_id", "relpath"], na_position="last").reset_index(drop=True)
     if cache and not frame.empty and (read_again or set(frame["relpath"]) != set(known)):  # else it is unchanged
         atomic_csv(frame.drop(columns="duplicate_group"), cache_file)
-    frame["duplicate_group"] = duplicates.duplicate_groups(frame) if not frame.empty else frame["sha256"]
+    frame["duplicate_group"] = duplicates.duplicate_groups(frame, cache=cache) if not frame.empty else frame["sha256"]
     if problems:
         warnings.warn(f"{len(problems)} file(s) left out of the index:\n{file_listing(problems)}", stacklevel=2)
     if frame.empty:

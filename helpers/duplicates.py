@@ -15,6 +15,8 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from . import config
+from .files import atomic_csv
 from .pipeline import read_gray
 
 # A pair of images is a candidate when their 64-bit DCT hashes differ in at most this many bits: the same
@@ -61,28 +63,59 @@ def correlation(path_a, path_b, size: int = COMPARE_SIZE) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def near_duplicate_pairs(index: pd.DataFrame, max_distance: int = MAX_HASH_DISTANCE) -> pd.DataFrame:
+def correlations_file() -> Path:
+    """Where ``near_duplicate_pairs`` keeps the correlations it computed, keyed by the two files' SHA-256: a value
+    depends only on the two files' bytes and ``COMPARE_SIZE``, so thresholds can change without making it stale."""
+    return config.data_dir() / "cache" / f"correlations-{COMPARE_SIZE}px.csv"
+
+
+def cached_correlations(pairs: pd.DataFrame) -> list[float]:
+    """``correlation`` of each pair (columns ``path_a``, ``path_b``, ``sha_a``, ``sha_b``), read from
+    ``correlations_file()`` where it was computed before; the new ones are added to the file."""
+    path = correlations_file()
+    known = pd.read_csv(path, dtype={"sha_a": str, "sha_b": str}) if path.exists() else pd.DataFrame(
+        columns=["sha_a", "sha_b", "correlation"])
+    lookup = dict(zip(zip(known["sha_a"], known["sha_b"]), known["correlation"]))
+    values, new = [], []
+    for row in pairs.itertuples(index=False):
+        key = tuple(sorted((row.sha_a, row.sha_b)))  # correlation is symmetric: one entry per pair of files
+        if key not in lookup:
+            lookup[key] = correlation(row.path_a, row.path_b)
+            new.append((*key, lookup[key]))
+        values.append(lookup[key])
+    if new:
+        atomic_csv(pd.concat([known, pd.DataFrame(new, columns=known.columns)], ignore_index=True), path)
+    return values
+
+
+def near_duplicate_pairs(index: pd.DataFrame, max_distance: int = MAX_HASH_DISTANCE, cache: bool = True
+                         ) -> pd.DataFrame:
     """Candidate pairs of different files (not byte-identical) with their hash distance, pixel correlation and
     whether they are confirmed (``correlation >= MIN_CORRELATION``); columns ``path_a``, ``path_b``,
-    ``label_a``, ``label_b``, ``distance``, ``correlation``, ``confirmed``."""
+    ``label_a``, ``label_b``, ``distance``, ``correlation``, ``confirmed``. With ``cache``, correlations computed
+    before are read from ``correlations_file()`` (reading the pairs' pixels is most of the time)."""
     frame = index.reset_index(drop=True)
     pairs = hash_distances(frame["phash"], max_distance)
     pairs = pairs[frame["sha256"].to_numpy()[pairs["a"]] != frame["sha256"].to_numpy()[pairs["b"]]]
     out = pd.DataFrame({"path_a": frame["path"].to_numpy()[pairs["a"]], "path_b": frame["path"].to_numpy()[pairs["b"]],
                         "label_a": frame["label"].to_numpy()[pairs["a"]], "label_b": frame["label"].to_numpy()[pairs["b"]],
                         "distance": pairs["distance"].to_numpy()})
-    out["correlation"] = [correlation(a, b) for a, b in zip(out["path_a"], out["path_b"])]
+    if cache:
+        sha = frame["sha256"].to_numpy()
+        out["correlation"] = cached_correlations(out.assign(sha_a=sha[pairs["a"]], sha_b=sha[pairs["b"]]))
+    else:
+        out["correlation"] = [correlation(a, b) for a, b in zip(out["path_a"], out["path_b"])]
     out["confirmed"] = out["correlation"] >= MIN_CORRELATION
     return out.sort_values(["distance", "correlation"], ascending=[True, False], ignore_index=True)
 
 
-def duplicate_groups(index: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.Series:
+def duplicate_groups(index: pd.DataFrame, pairs: pd.DataFrame | None = None, cache: bool = True) -> pd.Series:
     """One group id per row of ``index``: byte-identical files and confirmed near-duplicates (``pairs``,
-    computed when not given) are linked, and each connected component is one group, named by the smallest
-    sha256 in it. An image without a duplicate is a group of its own."""
+    computed when not given, with ``cache`` as ``near_duplicate_pairs``) are linked, and each connected component
+    is one group, named by the smallest sha256 in it. An image without a duplicate is a group of its own."""
     frame = index.reset_index(drop=True)
     if pairs is None:
-        pairs = near_duplicate_pairs(frame)
+        pairs = near_duplicate_pairs(frame, cache=cache)
     position = {path: k for k, path in enumerate(frame["path"])}
     confirmed = pairs[pairs["confirmed"]]
     first_of_sha = frame.groupby("sha256").cumcount() == 0

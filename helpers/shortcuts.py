@@ -42,6 +42,15 @@ def with_groups(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(group=np.where(frame["label"] == "Normal", normal_group, frame["label"]))
 
 
+def unseen_by_thesis_run(every: pd.DataFrame, thesis: pd.DataFrame) -> pd.DataFrame:
+    """The ``all`` split's test images (``every``) that the thesis protocol's run neither trained nor validated on,
+    nor on a duplicate of one (``thesis``: its split): images both protocols' models have never seen, on which
+    notebook 07 compares them."""
+    seen = set(thesis.loc[thesis["split"] != "test", "duplicate_group"])
+    test = every[every["split"] == "test"]
+    return test[~test["duplicate_group"].isin(seen)].reset_index(drop=True)
+
+
 def group_accuracy(model, frame: pd.DataFrame, image_size: int, seed: int = config.SEED) -> pd.DataFrame:
     """Per group of ``frame`` (``with_groups``): images, accuracy with its interval, and the share called each
     class."""

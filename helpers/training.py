@@ -260,10 +260,11 @@ def _compile_image_stage(model, exp: Experiment, steps_per_epoch: int) -> None:
                   label_smoothing=exp.label_smoothing if _one_hot(exp) else None)
 
 
-def _fit_scratch(exp, profile, split, work, callbacks, verbose):
-    """A from-scratch net on images, augmented on the fly where the experiment says so."""
+def _fit_scratch(built, exp, profile, split, work, callbacks, verbose):
+    """A from-scratch net (``built``: ``build_model``'s pair) on images, augmented on the fly where the experiment
+    says so."""
+    model, _ = built
     train_ds, val_ds, n_train = image_datasets(exp, profile, split)
-    model, _ = build_model(exp, profile)
     _compile_image_stage(model, exp, len(train_ds))
     history = _fit(model, train_ds, exp.epochs, work, exp, callbacks, verbose, validation=val_ds)
     return model, history, n_train, None
@@ -275,9 +276,10 @@ def _fit_scratch(exp, profile, split, work, callbacks, verbose):
 HEAD_STEPS_PER_EXECUTION = 32
 
 
-def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimizer, learning_rate, stage=""):
-    """Build the classifier and train its head on cached features of the frozen base (views 0..``exp.views``)."""
-    model, pretrained = build_model(exp, profile)
+def _train_head(built, exp, profile, split, work, callbacks, verbose, *, epochs, optimizer, learning_rate, stage=""):
+    """Train the head of the classifier (``built``: ``build_model``'s pair) on cached features of the frozen base
+    (views 0..``exp.views``)."""
+    model, pretrained = built
     extractor, top = model.get_layer(f"{exp.model}_features"), model.get_layer(f"head_{exp.head}")
     train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
 
@@ -304,21 +306,21 @@ def _train_head(exp, profile, split, work, callbacks, verbose, *, epochs, optimi
     return model, history, len(train_rows) * (exp.views + 1), pretrained
 
 
-def _fit_frozen(exp, profile, split, work, callbacks, verbose):
+def _fit_frozen(built, exp, profile, split, work, callbacks, verbose):
     """v0 (head never trained) and ec (head trained on the frozen base's cached features)."""
     epochs = 0 if exp.scheme == "v0" else exp.epochs
     model, history, n_train, pretrained = _train_head(
-        exp, profile, split, work, callbacks, verbose, epochs=epochs, optimizer=exp.optimizer,
+        built, exp, profile, split, work, callbacks, verbose, epochs=epochs, optimizer=exp.optimizer,
         learning_rate=exp.learning_rate)
     model.get_layer(f"{exp.model}_features").trainable = False
     return model, history, n_train, pretrained
 
 
-def _fit_fine_tune(exp, profile, split, work, callbacks, verbose):
+def _fit_fine_tune(built, exp, profile, split, work, callbacks, verbose):
     """ft: everything trainable from a random head; ft2: head first on cached features, then everything."""
     head_epochs = exp.head_epochs if exp.scheme == "ft2" else 0
     model, head_history, _, pretrained = _train_head(
-        exp, profile, split, work, callbacks if head_epochs else [], verbose, epochs=head_epochs,
+        built, exp, profile, split, work, callbacks if head_epochs else [], verbose, epochs=head_epochs,
         optimizer="adam", learning_rate=exp.head_learning_rate, stage="_head")
     # everything (or everything from exp.fine_tune_from on) but batch norm, which keeps its ImageNet statistics
     backbones.unfreeze_for_fine_tuning(model.get_layer(f"{exp.model}_features"), pretrained=bool(pretrained),
@@ -346,9 +348,11 @@ def _selected_epoch(history: pd.DataFrame) -> int | None:
     return int(history.loc[chosen[-1], "epoch"]) if len(chosen) else None
 
 
-def identity(exp: Experiment, profile: config.Profile, split: pd.DataFrame) -> dict:
-    """The run config of ``exp`` on ``split`` (``run_records.run_config``), with its architecture's fingerprint."""
-    model, _ = build_model(exp, profile, weights=False)
+def identity(exp: Experiment, profile: config.Profile, split: pd.DataFrame, model: keras.Model | None = None) -> dict:
+    """The run config of ``exp`` on ``split`` (``run_records.run_config``), with the fingerprint of its architecture
+    (of ``model`` where the caller has built it, else of one built here without ImageNet weights)."""
+    if model is None:
+        model, _ = build_model(exp, profile, weights=False)
     return run_records.run_config(exp, profile, split.attrs["file"], run_records.architecture(model))
 
 
@@ -374,19 +378,19 @@ def train(exp: Experiment, profile: config.Profile, split: pd.DataFrame, callbac
     """Train ``exp`` on ``split`` (as ``protocols.run_split`` returns it, naming its file), resuming from
     ``<run>.partial/`` if an earlier attempt was interrupted, evaluate on validation and test, write the record."""
     keras.utils.set_random_seed(profile.seed)
-    cfg = identity(exp, profile, split)
+    built = build_model(exp, profile)  # once: its fingerprint names the run's settings, then it trains
+    cfg = identity(exp, profile, split, built[0])
     final = profile.runs_dir / exp.name
     work = final.with_name(f"{exp.name}.partial")
     if work.exists():
         _wipe_unless_resumable(work, cfg)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", cfg)
-    keras.utils.set_random_seed(profile.seed)  # building the model for its fingerprint drew random numbers
 
     fit = {"scratch": _fit_scratch, "v0": _fit_frozen, "ec": _fit_frozen, "ft": _fit_fine_tune,
            "ft2": _fit_fine_tune}[exp.scheme]
     with dataset.naming_undecodable(split):  # a decode error names the file, not a tensor
-        model, history, train_images, pretrained = fit(exp, profile, split, work, list(callbacks), verbose)
+        model, history, train_images, pretrained = fit(built, exp, profile, split, work, list(callbacks), verbose)
         evaluated = split[split["split"].isin(["val", "test"])]
         predictions = metrics.predict(model, evaluated, exp.image_size, exp.batch_size, tta_flip=exp.tta_flip)
     seconds = float(history["epoch_seconds"].sum()) if len(history) else 0.0

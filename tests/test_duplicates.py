@@ -69,6 +69,22 @@ def test_a_re_saved_resized_or_brightened_copy_is_grouped_with_its_original(with
     assert index["duplicate_group"].nunique() == len(index) - 3
 
 
+def test_correlations_are_read_again_from_the_cache_and_computed_only_for_changed_files(with_copies, monkeypatch):
+    _, index = with_copies
+    first = duplicates.near_duplicate_pairs(index)
+    assert len(first) and duplicates.correlations_file().exists()
+    monkeypatch.setattr(duplicates, "correlation", lambda a, b: pytest.fail("pixels read again for a cached pair"))
+    pd.testing.assert_frame_equal(duplicates.near_duplicate_pairs(index), first)
+    # the original's bytes changed (a new SHA-256): exactly its pairs are computed again
+    original = index["relpath"].str.endswith("COVID-1.png")
+    computed = []
+    monkeypatch.setattr(duplicates, "correlation", lambda a, b: computed.append({a, b}) or 1.0)
+    duplicates.near_duplicate_pairs(index.assign(sha256=index["sha256"].mask(original, "0" * 64)))
+    path = index.loc[original, "path"].item()
+    assert computed and all(path in pair for pair in computed)
+    assert len(computed) == (first["path_a"].eq(path) | first["path_b"].eq(path)).sum()
+
+
 def test_two_different_images_with_a_close_hash_are_not_grouped(tmp_path):
     """One layout with fine stripes across, the same layout with stripes down: stripes finer than the hash's 8 x 8
     coefficients leave the hashes two bits apart, but the pixels differ (different radiographs, similar layout)."""

@@ -65,6 +65,19 @@ def test_interrupted_run_resumes_at_the_next_epoch_and_leaves_no_record(tiny):
     assert record.metrics["epochs_run"] == 3
 
 
+def test_a_run_builds_its_model_once_and_its_record_matches_a_fingerprint_made_without_training(tiny, monkeypatch):
+    """The model that names the run's settings is the one that trains (a second build cost a second or two per run),
+    and a record still matches the fingerprint ``runs.recorded`` makes to decide whether to reuse it."""
+    _, index, profile = tiny
+    exp = dataclasses.replace(experiments.experiment("polazaro_baseline", profile), name="built_once")
+    split = quiet_split(index, profile)
+    builds, build = [], training.build_model
+    monkeypatch.setattr(training, "build_model", lambda *args, **kwargs: builds.append(args) or build(*args, **kwargs))
+    record = training.train(exp, profile, split, verbose=0)
+    assert len(builds) == 1
+    assert run_records.same_run(record.config, training.identity(exp, profile, split))
+
+
 def test_a_two_stage_run_resumes_in_its_second_stage_without_training_the_head_again(tiny, offline_weights):
     _, index, profile = tiny
     profile = dataclasses.replace(profile, max_epochs=2)  # two epochs a stage: enough to resume in the second
