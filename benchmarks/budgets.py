@@ -6,6 +6,7 @@
     python benchmarks/budgets.py precision --accuracy  # the fast-marked runs trained in both (about 10 min)
     python benchmarks/budgets.py speed [--isa AVX2]  # the speed index against the reference machine (1 min)
     python benchmarks/budgets.py partial       # fine-tuning SqueezeNet's upper part only: training rates (1 min)
+    python benchmarks/budgets.py calibrate --isa AVX2  # the test suite the reference machine timed, timed here (8 min)
 
 Components (``make bench``):
 
@@ -530,10 +531,57 @@ def end_to_end(args) -> None:
     record("Budgets: end to end", lines)
 
 
+def calibrate(args) -> None:
+    """Time ``pages.REFERENCE_SUITE``'s pytest run (unit tests and nbval, quick profile, fresh work folder) here, in a
+    clone of that commit with its own environment (not timed); append the minutes to ``run_times.csv`` (command
+    ``reference suite``), whose ratio to the reference's minutes ``pages.py`` applies to make test. One change to
+    the clone: the reference has no bfloat16, so its ``bfloat16_supported`` answers False (on such a CPU that
+    changes nothing; with oneDNN held to AVX2 the suite would otherwise emulate bfloat16)."""
+    import pages
+    import pandas as pd
+
+    REFERENCE_SUITE = pages.REFERENCE_SUITE  # the constant, read where it lives
+    if args.isa:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa
+    target = Path(args.keep or tempfile.mkdtemp(prefix="cxr-calibrate-")) / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(target)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", REFERENCE_SUITE["commit"]], cwd=target, check=True)
+    config_file = target / "helpers" / "config.py"
+    text = config_file.read_text()
+    body = re.search(r"(def bfloat16_supported\(\) -> bool:\n    \"\"\".*?\"\"\"\n)(.*?)\n\n", text, flags=re.DOTALL)
+    config_file.write_text(text.replace(body.group(0), body.group(1) + "    return False\n\n"))
+    log_path = target.parent / "calibrate.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_PROFILE")}
+    with log_path.open("w") as log:
+        subprocess.run(["make", ".venv/bin/activate"], cwd=target, env=env, stdout=log, stderr=subprocess.STDOUT,
+                       check=True)
+        env = {**env, "CXR_PROFILE": "quick", "CXR_WORK_DIR": str(target.parent / "work")}
+        minutes, peak, status = timed_command([".venv/bin/pytest", "tests", "notebooks", "--nbval-lax",
+                                               "--nbval-current-env", "-q", "-p", "no:cacheprovider"], target, env, log)
+    cpu, isa = cpu_facts()
+    if args.isa:
+        isa = f"{args.isa} (oneDNN held to it on an {isa} CPU)"
+    summary = re.findall(r"^=*\s*(\d+ (?:passed|failed).*) in [\d.]+s", log_path.read_text(), flags=re.MULTILINE)
+    row = {"date": str(date.today()), "commit": REFERENCE_SUITE["commit"], "cpu": cpu, "cores": os.cpu_count(),
+           "isa": isa, "speed_index": float("nan"), "command": "reference suite", "profile": "quick",
+           "notebook": "all", "minutes": round(minutes, 2), "peak_gb": round(peak, 2), "exit": status}
+    frame = pages.read()
+    pd.concat([frame, pd.DataFrame([row], columns=pages.COLUMNS)]).to_csv(pages.MEASUREMENTS, index=False)
+    ratio = REFERENCE_SUITE["pytest_minutes"] / minutes
+    record("make test's own ratio: the reference machine's timed test suite, timed here", [
+        "| commit | pytest here (min) | pytest on the reference (min) | ratio | exit | result |",
+        "|---|---|---|---|---|---|",
+        (f"| {REFERENCE_SUITE['commit']} | {minutes:.2f} | {REFERENCE_SUITE['pytest_minutes']:.1f} | {ratio:.2f} | "
+         f"{status} | {summary[-1] if summary else ''} |"), "",
+        (f"{isa}. Quick profile, fresh work folder, environment made before the clock starts. A non-zero exit "
+         "is reported, not hidden: a test of that commit may fail here (e.g. one that needs bfloat16 while "
+         "oneDNN is held to AVX2). Row appended to `benchmarks/run_times.csv` (command `reference suite`).")])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["components", "end-to-end", "fit", "partial", "precision",
-                                                       "speed"],
+    parser.add_argument("what", nargs="?", choices=["calibrate", "components", "end-to-end", "fit", "partial",
+                                                       "precision", "speed"],
                         default="components")
     parser.add_argument("--images", type=int, default=320, help="training images per epoch (doubled for the "
                         "faster polazaro baseline and the cache)")
@@ -554,7 +602,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     if args.what == "precision" and args.accuracy:
         return precision_accuracy(args)
-    {"components": components, "end-to-end": end_to_end, "fit": fit_at_profile_sizes, "partial": partial_fine_tuning,
+    {"calibrate": calibrate, "components": components, "end-to-end": end_to_end, "fit": fit_at_profile_sizes, "partial": partial_fine_tuning,
      "precision": precision, "speed": speed}[args.what](args)
 
 

@@ -34,6 +34,23 @@ def test_a_new_measurement_makes_the_pages_stale():
     assert {"README.md", "running.md"} <= stale and {p.name for p in NOTEBOOKS} <= stale
 
 
+def test_make_test_is_scaled_by_the_reference_suite_only_when_it_was_timed_on_the_same_machine_and_day():
+    """``budgets.py calibrate`` times the suite the reference machine timed; the README's make test line uses that
+    ratio (reference minutes over minutes here) beside the speed index's, and never a ratio from another day."""
+    import pandas as pd
+
+    machine = {"commit": "abcdef0", "cpu": "a test CPU", "cores": 2, "isa": "AVX2", "speed_index": 5.0, "exit": 0,
+               "profile": "quick", "notebook": "all", "peak_gb": 1.0}
+    test = {**machine, "date": "2099-01-01", "command": "make test", "minutes": 4.0}
+    suite = {**machine, "date": "2099-01-01", "command": "reference suite", "minutes": 9.0,
+             "commit": pages.REFERENCE_SUITE["commit"]}
+    line = pages.readme_block(pd.DataFrame([test, suite], columns=pages.COLUMNS)).splitlines()[-1]
+    assert "about 12 min" in line and "ratio 3.00" in line and "at most about 20 min by the speed index" in line
+    other_day = pd.DataFrame([test, {**suite, "date": "2098-12-31"}], columns=pages.COLUMNS)
+    line = pages.readme_block(other_day).splitlines()[-1]
+    assert "own ratio" not in line and "at most about 20 min" in line
+
+
 def test_the_seed_spread_the_notebooks_quote_was_measured_with_the_committed_recipe():
     """seed_spread.py trains seed 42 exactly as the committed run does: where its seed-42 test accuracy differs from
     the results table's, the spread beside that run in notebooks 02 and 04 is of another recipe (settings changed
