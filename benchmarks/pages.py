@@ -156,13 +156,15 @@ def docs_table(frame: pd.DataFrame) -> str:
     quick_source = (f"; the quick column: {machine(quick.iloc[0])}, {quick.iloc[0]['date']}, commit "
                     f"{quick.iloc[0]['commit']}" if len(quick) else "")
     lines = [f"Measured on {machine(first)}, {first['date']}, commit {first['commit']}; {note}{quick_source}.", "",
-             ("| notebook | cpu profile here (min) | cpu peak memory (GB) | cpu profile on the reference (min, "
+             ("| notebook | cpu profile here (min; a notebook: its cells; all: the whole `make run`) | cpu peak memory (GB; "
+              "the largest kernel) | cpu profile on the reference (min, "
               "estimated) | quick profile through nbval here (min; all: the whole `make test`) |"),
              "|---|---|---|---|---|"]
     for notebook, row in cpu.iterrows():
         quick_minutes = f"{quick.loc[notebook, 'minutes']:.1f}" if notebook in quick.index else "–"
         reference = f"{on_reference(row):.0f}" if scalable(row) else "–"
-        lines.append(f"| {notebook} | {row['minutes']:.1f} | {row['peak_gb']:.1f} | {reference} | {quick_minutes} |")
+        peak = f"{row['peak_gb']:.1f}" if pd.notna(row["peak_gb"]) else "–"  # one make run: its largest kernel only
+        lines.append(f"| {notebook} | {row['minutes']:.1f} | {peak} | {reference} | {quick_minutes} |")
     return "\n".join(lines)
 
 
