@@ -209,12 +209,11 @@ PROFILES = {
         # 60 minutes there. Each cut below is measured in benchmarks/results.md ("Planning the cpu profile",
         # "EfficientNet-Lite0 in the cpu profile").
         backbones=OFFLINE_BACKBONES, progression_backbone="efficientnet_lite0", skip_runs=OFFLINE_SKIPPED,
-        # 07 scores a seeded sample of the images the thesis protocol leaves out (300 until 2026-12-07: cut to 150 for
-        # the hour, like the probes' sample, 3000 before, and the share of test images 07 masks; benchmarks/results.md,
-        # "The hour with EfficientNet-Lite0")
+        # 07's seeded samples, each cut for the hour on 2026-12-07 (benchmarks/results.md, "The hour with
+        # EfficientNet-Lite0"): the left-out images it scores, per class (300 before); the probes' images, with the
+        # same share of every class and collection (3000 before; features of every image grow with the release); and
+        # the share of each test set it masks (all before)
         left_out_per_class=150,
-        # 07's probes on a seeded sample with the same share of every class and collection (features of every image
-        # grow with the release)
         probe_images=1500,
         masked_test_share=0.5,
         # frozen features and fine-tuning at 128 px instead of 224 (one feature cache per backbone serves 03, 04's
