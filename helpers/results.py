@@ -49,7 +49,7 @@ def differences(record) -> str:
         notes.append(f"{cfg['image_size']} px (published {published_run.image_size})")
     ours, planned = cfg.get("epochs", 0), published_run.epochs
     if cfg["scheme"] != "ft2" and ours != planned:
-        notes.append(f"{ours} epochs (published {planned})")
+        notes.append(f"{ours} epoch{'' if ours == 1 else 's'} (published {planned})")
     return "; ".join(notes)
 
 
