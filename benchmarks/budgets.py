@@ -57,6 +57,17 @@ def machine() -> str:
 MEASUREMENTS = REPO / "benchmarks" / "measurements.csv"
 
 
+def merge_rows(new, path: Path, keys: list[str]) -> None:
+    """``new`` (a DataFrame) into the CSV at ``path``: its rows replace the older rows with the same ``keys``, the
+    other older rows stay (a benchmark run on some variants or seeds keeps the others' measurements)."""
+    import pandas as pd
+
+    if path.exists():
+        old = pd.read_csv(path)
+        new = pd.concat([old[~old.set_index(keys).index.isin(new.set_index(keys).index)], new], ignore_index=True)
+    new.to_csv(path, index=False)
+
+
 def record(title: str, lines: list[str]) -> None:
     """Print an entry and append it to benchmarks/results.md (the log a person reads), and the rows of its tables
     to benchmarks/measurements.csv (the same numbers, machine-readable: one row per table row and column, with
@@ -553,12 +564,12 @@ def calibrate(args) -> None:
     import pages
     import pandas as pd
 
-    REFERENCE_SUITE = pages.REFERENCE_SUITE  # the constant, read where it lives
+    suite = pages.REFERENCE_SUITE
     if args.isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa
     target = Path(args.keep or tempfile.mkdtemp(prefix="cxr-calibrate-")) / "repo"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(target)], check=True)
-    subprocess.run(["git", "checkout", "--quiet", REFERENCE_SUITE["commit"]], cwd=target, check=True)
+    subprocess.run(["git", "checkout", "--quiet", suite["commit"]], cwd=target, check=True)
     config_file = target / "helpers" / "config.py"
     text = config_file.read_text()
     body = re.search(r"(def bfloat16_supported\(\) -> bool:\n    \"\"\".*?\"\"\"\n)(.*?)\n\n", text, flags=re.DOTALL)
@@ -575,16 +586,16 @@ def calibrate(args) -> None:
     if args.isa:
         isa = f"{args.isa} (oneDNN held to it on an {isa} CPU)"
     summary = re.findall(r"^=*\s*(\d+ (?:passed|failed).*) in [\d.]+s", log_path.read_text(), flags=re.MULTILINE)
-    row = {"date": str(date.today()), "commit": REFERENCE_SUITE["commit"], "cpu": cpu, "cores": os.cpu_count(),
+    row = {"date": str(date.today()), "commit": suite["commit"], "cpu": cpu, "cores": os.cpu_count(),
            "isa": isa, "speed_index": float("nan"), "command": "reference suite", "profile": "quick",
            "notebook": "all", "minutes": round(minutes, 2), "peak_gb": round(peak, 2), "exit": status}
     frame = pages.read()
     pd.concat([frame, pd.DataFrame([row], columns=pages.COLUMNS)]).to_csv(pages.MEASUREMENTS, index=False)
-    ratio = REFERENCE_SUITE["pytest_minutes"] / minutes
+    ratio = suite["pytest_minutes"] / minutes
     record("make test's own ratio: the reference machine's timed test suite, timed here", [
         "| commit | pytest here (min) | pytest on the reference (min) | ratio | exit | result |",
         "|---|---|---|---|---|---|",
-        (f"| {REFERENCE_SUITE['commit']} | {minutes:.2f} | {REFERENCE_SUITE['pytest_minutes']:.1f} | {ratio:.2f} | "
+        (f"| {suite['commit']} | {minutes:.2f} | {suite['pytest_minutes']:.1f} | {ratio:.2f} | "
          f"{status} | {summary[-1] if summary else ''} |"), "",
         (f"{isa}. Quick profile, fresh work folder, environment made before the clock starts. A non-zero exit "
          "is reported, not hidden: a test of that commit may fail here (e.g. one that needs bfloat16 while "

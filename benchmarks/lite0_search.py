@@ -22,7 +22,7 @@ import os
 import subprocess
 
 import pandas as pd
-from budgets import REPO, cpu_facts, record
+from budgets import REPO, cpu_facts, merge_rows, record
 
 from helpers import config, dataset, experiments, protocols, run_records, runs
 
@@ -74,10 +74,7 @@ def main(names: list[str]) -> None:
                             check=False).stdout.strip()
     frame = frame.assign(date=str(datetime.date.today()), commit=commit, machine=f"{cpu}, {os.cpu_count()} cores",
                          isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or isa)
-    if CSV.exists():  # the variants measured now replace their older rows; the others stay, with their date and commit
-        older = pd.read_csv(CSV)
-        frame = pd.concat([older[~older["variant"].isin(frame["variant"])], frame], ignore_index=True)
-    frame.to_csv(CSV, index=False)
+    merge_rows(frame, CSV, ["variant"])  # the other variants' rows stay, with their date and commit
 
 
 if __name__ == "__main__":

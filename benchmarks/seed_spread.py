@@ -17,9 +17,9 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
-from budgets import machine  # the sibling script's one-line machine description
+from budgets import machine, merge_rows  # the sibling script's machine line and CSV merge
 
-from helpers import config, dataset, experiments, metrics, protocols, run_records, shortcuts, training
+from helpers import config, dataset, experiments, metrics, protocols, run_records, runs, shortcuts
 
 HERE = Path(__file__).parent
 
@@ -31,37 +31,27 @@ def train_with_seed(name: str, seed: int, index: pd.DataFrame) -> run_records.Re
     profile = dataclasses.replace(cpu, name="seeds", seed=seed)
     exp = dataclasses.replace(experiments.experiment(name, cpu), name=f"{name}_seed{seed}")
     split = protocols.run_split(index, exp.protocol, cpu, exp.match_split)  # as runs.get_or_train cuts it
-    done = profile.runs_dir / exp.name
-    if (done / "model.keras").exists():
-        record = run_records.read_record(done)
-        if run_records.same_run(record.config, training.identity(exp, profile, split)):
-            return record
-    return training.train(exp, profile, split, verbose=0)
+    return runs.train_unless_recorded(exp, profile, split)
 
 
-def write(table: pd.DataFrame, path: Path) -> None:
-    """``table``'s rows into the CSV at ``path``, replacing the rows of the same run and seed and keeping the rest
-    (the notebooks quote runs measured on other days)."""
-    if path.exists():
-        old = pd.read_csv(path)
-        kept = old[~old.set_index(["run", "seed"]).index.isin(table.set_index(["run", "seed"]).index)]
-        table = pd.concat([kept, table], ignore_index=True)
-    table.to_csv(path, index=False)
-
-
-def adult_normals_called_covid(record: run_records.Record, index: pd.DataFrame) -> float:
-    """The share of the adult Normal images that neither protocol's run has seen which ``record``'s model calls
-    COVID: notebook 07's measure of the age shortcut (``shortcuts.unseen_by_thesis_run``)."""
+def unseen_adult_normals(index: pd.DataFrame) -> pd.DataFrame:
+    """The adult Normal images that neither protocol's run of the cpu profile has seen (``index`` with groups):
+    where notebook 07 measures the age shortcut (``shortcuts.unseen_by_thesis_run``)."""
     cpu = config.PROFILES["cpu"]
     unseen = shortcuts.unseen_by_thesis_run(protocols.load_split(index, "all", cpu),
                                             protocols.load_split(index, "thesis", cpu))
-    adults = unseen[unseen["group"] == shortcuts.ADULT]
-    predictions = metrics.predict(record.load_model(), adults, record.config["image_size"])
+    return unseen[unseen["group"] == shortcuts.ADULT]
+
+
+def called_covid(record: run_records.Record, images: pd.DataFrame) -> float:
+    """The share of ``images`` that ``record``'s model calls COVID."""
+    predictions = metrics.predict(record.load_model(), images, record.config["image_size"])
     return float((predictions["predicted"] == config.CLASSES.index("COVID")).mean())
 
 
 def main(names: list[str], seeds: list[int]) -> pd.DataFrame:
     index = shortcuts.with_groups(dataset.index_dataset(dataset.find_dataset(), progress=False))
+    adults = unseen_adult_normals(index)  # once: the same images for every run and seed
     rows = []
     for name in names:
         for seed in seeds:
@@ -70,10 +60,12 @@ def main(names: list[str], seeds: list[int]) -> pd.DataFrame:
             rows.append({"run": name, "seed": seed, "val_accuracy": record.metrics["val"]["accuracy"],
                          "test_accuracy": test["accuracy"], "ci_low": test["accuracy_ci_low"],
                          "ci_high": test["accuracy_ci_high"], "seconds": record.metrics["train_seconds"],
-                         "adult_normals_called_covid": adult_normals_called_covid(record, index)})
+                         "adult_normals_called_covid": called_covid(record, adults)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    write(table.assign(machine=machine(), date=str(date.today())).round(4), HERE / "seed_spread.csv")
+    # the rows of other runs, and of these runs with other seeds, stay (the notebooks quote runs of other days)
+    merge_rows(table.assign(machine=machine(), date=str(date.today())).round(4), HERE / "seed_spread.csv",
+               ["run", "seed"])
     spread = table.groupby("run")["test_accuracy"].agg(["min", "max"])
     with (HERE / "results.md").open("a") as handle:
         handle.write(f"\n### Seed spread of single runs: {machine()}\n\n"
