@@ -23,22 +23,32 @@ run: $(BIN)/activate
 	@CXR_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=-1 $(NOTEBOOKS)
 
-# Every notebook through nbval in the quick profile, in series order in one process (a notebook reads what the ones
-# before it wrote), each followed by the code of its "Try it yourself" exercises and a check of what they produced
-# (tests/exercise_notebooks.py writes these copies to data/exercises/), while the unit tests run beside it in another
-# process (each test has its own work folder): side by side is faster than one after the other
-# (benchmarks/results.md, "Graph building once per training function").
-# nbval's report is printed after the unit tests'; the target fails if either fails.
-NBVAL_LOG := data/nbval.log
+# make test: every notebook through nbval in the quick profile, each followed by the code of its "Try it yourself"
+# exercises and a check of what they produced (tests/exercise_notebooks.py writes these copies to data/exercises/),
+# and the unit tests (each test has its own work folder). Two lanes (-j2) share the two cores: the unit tests in one;
+# in the other, 01-04 in series order, since each reads what the ones before it wrote (01's index, 02-04's run
+# records, 03's feature caches); 05, 06 and 07 only read those, so they take whichever lane is free once 04 is done
+# (benchmarks/results.md, "make test in two lanes"). -O prints each part's report when that part ends; -k lets the
+# others finish when one fails, and the target fails if any part does.
+NBVAL := CXR_PROFILE=quick $(BIN)/pytest --nbval-lax --nbval-current-env
+EXERCISES := data/exercises
+# the longest first, so that the two lanes end together
+LATE_NOTEBOOKS := test-notebooks-07 test-notebooks-06 test-notebooks-05
+.PHONY: test-unit test-notebooks-01-04 $(LATE_NOTEBOOKS)
 test: $(BIN)/activate
 	@mkdir -p data
-	@$(BIN)/python tests/exercise_notebooks.py data/exercises
-	@echo "nbval runs in the background; its report follows the unit tests' ($(NBVAL_LOG))"
-	@CXR_PROFILE=quick $(BIN)/pytest data/exercises --nbval-lax --nbval-current-env > $(NBVAL_LOG) 2>&1 & nbval=$$!; \
-	CXR_PROFILE=quick $(BIN)/pytest tests; unit=$$?; \
-	wait $$nbval; notebooks=$$?; cat $(NBVAL_LOG); \
-	echo "unit tests: exit $$unit; notebooks: exit $$notebooks"; \
-	if [ $$unit -ne 0 ]; then exit $$unit; fi; exit $$notebooks
+	@$(BIN)/python tests/exercise_notebooks.py $(EXERCISES)
+	@echo "unit tests and notebooks in two lanes; each part's report is printed when it ends"
+	@$(MAKE) --no-print-directory -j2 -k -O test-unit $(LATE_NOTEBOOKS)
+
+test-unit: $(BIN)/activate
+	@CXR_PROFILE=quick $(BIN)/pytest tests
+
+test-notebooks-01-04: $(BIN)/activate
+	@$(NBVAL) $(EXERCISES)/0[1-4]_*.ipynb
+
+$(LATE_NOTEBOOKS): test-notebooks-%: test-notebooks-01-04
+	@$(NBVAL) $(EXERCISES)/$*_*.ipynb
 
 unit: $(BIN)/activate
 	$(BIN)/pytest tests

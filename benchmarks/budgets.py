@@ -516,7 +516,7 @@ def end_to_end(args) -> None:
     with log_path.open("w") as log:
         if args.no_test:  # make run alone (make test's clone, minus the test run)
             subprocess.run(["make", ".venv/bin/activate"], cwd=target, env=env, stdout=log, check=True)
-        else:  # pytest lists every test's duration: each notebook's share of `make test` is summed from it
+        else:  # each pytest run (unit tests, notebooks) lists every test's duration: a notebook's share is summed from them
             minutes, peak, status = timed_command(["make", "test"], target,
                                                   {**env, "PYTEST_ADDOPTS": "--durations=0 --durations-min=0"}, log)
             log.flush()
@@ -524,7 +524,7 @@ def end_to_end(args) -> None:
             summary = re.findall(r"=+ (.*) in [\d.]+s", text)
             per_notebook = nbval_minutes(text)
             rows.append(("`make test` from a fresh clone (environment creation included)", minutes, peak, status,
-                         (f"{summary[-1] if summary else ''}; notebooks through nbval: "
+                         (f"{'; '.join(summary)}; notebooks through nbval: "
                          f"{sum(per_notebook.values()):.1f} min")))
             measured.append({"command": "make test", "profile": "quick", "notebook": "all", "minutes": minutes,
                              "peak_gb": peak, "exit": status})
