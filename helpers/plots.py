@@ -319,7 +319,7 @@ def group_accuracy_bars(table, title: str) -> plt.Figure:
     ci_low, ci_high, and the same for the own test set: own test images, own test sensitivity, own ci_low,
     own ci_high)."""
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(table) + 1.2))
-    labels = [f"{m} · {g} (n={n}; own test n={o})" + (" small n" if n < SMALL_N else "")
+    labels = [f"{m} · {g} (n={n}{', small n' if n < SMALL_N else ''}; own test n={o})"
               for m, g, n, o in zip(table["model"], table["group"], table["images"], table["own test images"])]
     y = np.arange(len(table))
     own = table["own test sensitivity"]

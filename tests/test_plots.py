@@ -47,3 +47,27 @@ def test_interval_bars_name_n_on_every_row_and_draw_the_chance_line_per_row():
     chance = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert chance == [0.5, 0.35]
     plt.close(fig)
+
+
+def test_both_interval_charts_say_small_n_the_same_way_and_hatch_those_bars():
+    """A group of fewer than ``SMALL_N`` images reads "(n=4, small n" in either chart of notebook 07, and its bar is
+    drawn hatched, so that four images do not look like evidence."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from helpers import plots
+
+    shares = pd.DataFrame({"group": ["adult", "child"], "model": ["a", "a"], "images": [150, 4],
+                           "accuracy": [0.5, 1.0], "ci_low": [0.4, 0.4], "ci_high": [0.6, 1.0]})
+    fig, ax = plt.subplots()
+    plots.interval_bars(ax, shares, "group", "model")
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows == ["adult (n=150)", "child (n=4, small n)"]
+    assert [bar.get_hatch() for bar in ax.patches] == [None, "///"]
+    plt.close(fig)
+    outside = shares.assign(**{"own test images": [40, 40], "own test sensitivity": [0.9, 0.9],
+                               "own ci_low": [0.8, 0.8], "own ci_high": [1.0, 1.0]})
+    fig = plots.group_accuracy_bars(outside, "left-out images")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["a · adult (n=150; own test n=40)", "a · child (n=4, small n; own test n=40)"]
+    plt.close(fig)
