@@ -8,6 +8,7 @@ quick profile), a base reported as random.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -224,46 +225,57 @@ def backbone(name: str, image_size: int, *, allow_random: bool = False, weights:
              ) -> tuple[keras.Model, bool]:
     """The convolutional base ``name`` (no top) for ``image_size`` inputs, and whether it is ImageNet-trained.
 
-    Weights come from a local file first (``CXR_WEIGHTS_DIR``, then ``data/weights/``), else from Keras's
-    download (``weights="imagenet"``; for SqueezeNet, ``download_squeezenet``, checked by content). When both
-    fail the error names the missing file, unless ``allow_random`` (the quick profile): then the base keeps
-    its random initialisation and the second value is False, so every output can say "random init".
+    Each base gets its weights from its own source (``WEIGHT_SOURCES``; a Keras application by default): a local
+    file first (``CXR_WEIGHTS_DIR``, then ``data/weights/``), else Keras's download (``weights="imagenet"``; for
+    SqueezeNet, ``download_squeezenet``, checked by content); EfficientNet-Lite0 from its pip package. When that
+    fails the error names what is missing, unless ``allow_random`` (the quick profile): then the base keeps its
+    random initialisation and the second value is False, so every output can say "random init".
     ``weights=False`` builds the random base without looking for weights (to fingerprint the architecture).
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; known: {', '.join(BACKBONES)}.")
-    app, _mode, filename, min_size = BACKBONES[name]
+    min_size = BACKBONES[name][3]
     if image_size < min_size:
         raise ValueError(f"{name} needs inputs of at least {min_size} px, got {image_size}.")
-    if name == "efficientnet_lite0":  # weights from its package, not from a file
-        return lite0_base(image_size, allow_random=allow_random, weights=weights)
-    local = local_weights(filename)
-    if not weights:
-        if name == "squeezenet":
-            return squeezenet_base(image_size), False
-        return getattr(keras.applications, app)(include_top=False, weights=None,
-                                                 input_shape=(image_size, image_size, 3)), False
-    if name == "squeezenet":
-        base = squeezenet_base(image_size)
-        if local:  # a file placed by hand is checked too: other weights are an error, whatever the profile
-            path = verify_squeezenet(local)
-        else:
-            try:
-                path = download_squeezenet()
-            except Exception as error:
-                if not allow_random:
-                    raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
-                return base, False
-        load_squeezenet_weights(base, path)
-        return base, True
+    build = WEIGHT_SOURCES.get(name, functools.partial(keras_application_base, name))
+    return build(image_size, allow_random=allow_random, weights=weights)
+
+
+def keras_application_base(name: str, image_size: int, *, allow_random: bool = False, weights: bool = True
+                           ) -> tuple[keras.Model, bool]:
+    """A ``keras.applications`` base with the weight file found locally (``local_weights``) or downloaded."""
+    app, _mode, filename, _min_size = BACKBONES[name]
     constructor = getattr(keras.applications, app)
     shape = (image_size, image_size, 3)
+    if not weights:
+        return constructor(include_top=False, weights=None, input_shape=shape), False
+    local = local_weights(filename)
     try:
         return constructor(include_top=False, weights=str(local) if local else "imagenet", input_shape=shape), True
     except Exception as error:
         if not allow_random:
             raise WeightsNotFoundError(_missing_weights_message(name, filename, error)) from error
         return constructor(include_top=False, weights=None, input_shape=shape), False
+
+
+def squeezenet_with_weights(image_size: int, *, allow_random: bool = False, weights: bool = True
+                            ) -> tuple[keras.Model, bool]:
+    """SqueezeNet v1.1 with the weight file found locally or downloaded, checked by content either way."""
+    base = squeezenet_base(image_size)
+    if not weights:
+        return base, False
+    local = local_weights(SQUEEZENET_FILE)
+    if local:  # a file placed by hand is checked too: other weights are an error, whatever the profile
+        path = verify_squeezenet(local)
+    else:
+        try:
+            path = download_squeezenet()
+        except Exception as error:
+            if not allow_random:
+                raise WeightsNotFoundError(_missing_weights_message("squeezenet", SQUEEZENET_FILE, error)) from error
+            return base, False
+    load_squeezenet_weights(base, path)
+    return base, True
 
 
 def lite0_base(image_size: int, *, allow_random: bool = False, weights: bool = True) -> tuple[keras.Model, bool]:
@@ -280,6 +292,10 @@ def lite0_base(image_size: int, *, allow_random: bool = False, weights: bool = T
             raise
         return base, False
     return base, True
+
+
+# where a base that is not a plain Keras application gets its weights (``backbone``)
+WEIGHT_SOURCES = {"efficientnet_lite0": lite0_base, "squeezenet": squeezenet_with_weights}
 
 
 def download_squeezenet(mirrors=None) -> Path:
