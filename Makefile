@@ -28,8 +28,10 @@ run: $(BIN)/activate
 # and the unit tests (each test has its own work folder). Two lanes (-j2) share the two cores: the unit tests in one;
 # in the other, 01-04 in series order, since each reads what the ones before it wrote (01's index, 02-04's run
 # records, 03's feature caches); 05, 06 and 07 only read those, so they take whichever lane is free once 04 is done
-# (benchmarks/results.md, "make test in two lanes"). -O prints each part's report when that part ends; -k lets the
-# others finish when one fails, and the target fails if any part does.
+# (benchmarks/results.md, "make test in two lanes"). -O prints each part's report when that part ends (GNU make 4 and
+# later; an older make, such as macOS's 3.81, runs the parts one after another instead of mixing their lines); -k
+# lets the others finish when one fails, and the target fails if any part does.
+LANES := $(if $(filter output-sync,$(.FEATURES)),-j2 -O,-j1)
 NBVAL := CXR_PROFILE=quick $(BIN)/pytest --nbval-lax --nbval-current-env
 EXERCISES := data/exercises
 # the longest first, so that the two lanes end together
@@ -38,8 +40,8 @@ LATE_NOTEBOOKS := test-notebooks-07 test-notebooks-06 test-notebooks-05
 test: $(BIN)/activate
 	@mkdir -p data
 	@$(BIN)/python tests/exercise_notebooks.py $(EXERCISES)
-	@echo "unit tests and notebooks in two lanes; each part's report is printed when it ends"
-	@$(MAKE) --no-print-directory -j2 -k -O test-unit $(LATE_NOTEBOOKS)
+	@echo "unit tests and notebooks, $(if $(findstring -j2,$(LANES)),in two lanes,one part after another); each part's report is printed when it ends"
+	@$(MAKE) --no-print-directory $(LANES) -k test-unit $(LATE_NOTEBOOKS)
 
 test-unit: $(BIN)/activate
 	@CXR_PROFILE=quick $(BIN)/pytest tests
