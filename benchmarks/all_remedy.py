@@ -2,15 +2,15 @@
 EfficientNet-Lite0 as the DenseNet121 stand-in), measured on validation images only.
 
     ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/all_remedy.py                  # every variant, seeds 42 and 43
-    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/all_remedy.py whole --seeds 42
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/all_remedy.py whole_base --seeds 42
 
 Each variant changes the cpu profile's ``efficientnet_lite0_ft2_all`` in one way, keeps its matched split (the
 thesis split's class counts) and trains in its own runs folder (``data/runs/all-remedy/``). It is scored on the
 `all` split's validation images, none of which any `all` run trains on: the share of the adult Normals (ids above
 1341) it calls COVID, and its accuracy on the whole validation split. No test image is read, so a variant chosen
-here could be measured on 07's unseen test images afterwards without having been tuned on them. The seconds are
-what the variant adds to ``make run``, twice over when the thesis-protocol run keeps the same schedule (07's
-matched comparison). Rows go to ``benchmarks/all_remedy.csv`` (the newest of each variant and seed, with the
+here could be measured on 07's unseen test images afterwards without having been tuned on them. A variant taken
+into the series would add its extra training seconds to ``make run`` twice: the thesis-protocol run would have to
+change the same way to keep 07's comparison matched. Rows go to ``benchmarks/all_remedy.csv`` (the newest of each variant and seed, with the
 machine and date) and the table to ``results.md``.
 """
 from __future__ import annotations
