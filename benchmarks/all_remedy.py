@@ -10,20 +10,20 @@ thesis split's class counts) and trains in its own runs folder (``data/runs/all-
 1341) it calls COVID, and its accuracy on the whole validation split. No test image is read, so a variant chosen
 here could be measured on 07's unseen test images afterwards without having been tuned on them. A variant taken
 into the series would add its extra training seconds to ``make run`` twice: the thesis-protocol run would have to
-change the same way to keep 07's comparison matched. Rows go to ``benchmarks/all_remedy.csv`` (the newest of each variant and seed, with the
-machine and date) and the table to ``results.md``.
+change the same way to keep 07's comparison matched. Rows go to ``benchmarks/all_remedy.csv`` (the newest of each
+variant and seed, with the machine and date) and the table to ``results.md``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 from budgets import machine, merge_rows, record
+from seed_spread import train_with_seed  # the cpu profile's run with another seed, in its own runs folder
 
-from helpers import config, dataset, experiments, metrics, protocols, runs, shortcuts
+from helpers import config, dataset, metrics, protocols, shortcuts
 
 HERE = Path(__file__).parent
 RUN = "efficientnet_lite0_ft2_all"
@@ -43,13 +43,10 @@ def main(names: list[str], seeds: list[int]) -> pd.DataFrame:
     every = protocols.load_split(index, "all", cpu)
     val = every[every["split"] == "val"]
     adults = val["group"].to_numpy() == shortcuts.ADULT
-    split = protocols.run_split(index, "all", cpu, match="thesis")  # what the run trains and validates on
     rows = []
     for name in names:
-        for seed in seeds:
-            exp = dataclasses.replace(experiments.experiment(RUN, cpu), name=f"{name}_seed{seed}",
-                                      **VARIANTS[name])
-            found = runs.train_unless_recorded(exp, dataclasses.replace(cpu, name="all-remedy", seed=seed), split)
+        for seed in seeds:  # on the run's matched split, as the series trains it
+            found = train_with_seed(RUN, seed, index, folder="all-remedy", variant=name, changes=VARIANTS[name])
             predicted = metrics.predict(found.load_model(), val, found.config["image_size"])
             right = (predicted["predicted"] == predicted["true"]).to_numpy()
             called = predicted["predicted"].to_numpy() == config.CLASSES.index("COVID")

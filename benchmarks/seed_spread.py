@@ -24,12 +24,14 @@ from helpers import config, dataset, experiments, metrics, protocols, run_record
 HERE = Path(__file__).parent
 
 
-def train_with_seed(name: str, seed: int, index: pd.DataFrame) -> run_records.Record:
+def train_with_seed(name: str, seed: int, index: pd.DataFrame, *, folder: str = "seeds", variant: str | None = None,
+                    changes: dict | None = None) -> run_records.Record:
     """The cpu profile's ``name`` trained with training seed ``seed`` on the cpu profile's split (reused when a
-    record with the same settings exists)."""
+    record with the same settings exists), in ``data/runs/<folder>/``; with ``changes`` (fields of the run), as
+    ``variant`` (benchmarks/all_remedy.py)."""
     cpu = config.PROFILES["cpu"]
-    profile = dataclasses.replace(cpu, name="seeds", seed=seed)
-    exp = dataclasses.replace(experiments.experiment(name, cpu), name=f"{name}_seed{seed}")
+    profile = dataclasses.replace(cpu, name=folder, seed=seed)
+    exp = dataclasses.replace(experiments.experiment(name, cpu), name=f"{variant or name}_seed{seed}", **(changes or {}))
     split = protocols.run_split(index, exp.protocol, cpu, exp.match_split)  # as runs.get_or_train cuts it
     return runs.train_unless_recorded(exp, profile, split)
 
